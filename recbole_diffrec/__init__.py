@@ -1,0 +1,21 @@
+"""recbole-diffrec: diffusion recommenders as a RecBole plugin."""
+
+__version__ = "0.1.0"
+
+from .config import Config  # noqa: E402
+from .data import data_preparation  # noqa: E402
+from .models.diffrec import DiffRec  # noqa: E402
+from .quick_start import load_model, run  # noqa: E402
+from .registry import available_models, get_model  # noqa: E402
+from .trainer import get_trainer  # noqa: E402
+
+__all__ = [
+    "Config",
+    "DiffRec",
+    "available_models",
+    "data_preparation",
+    "get_model",
+    "get_trainer",
+    "load_model",
+    "run",
+]

@@ -1,0 +1,53 @@
+"""Command line in RecBole's style:
+
+    python run_recbole_diffrec.py --model=DiffRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+
+Any other ``--key=value`` is a RecBole/plugin setting (RecBole's Config reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from .quick_start import run
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate a plugin or RecBole model with RecBole's pipeline.",
+        epilog="Other --key=value arguments are passed to RecBole's Config.",
+    )
+    parser.add_argument(
+        "--model", "-m", default="DiffRec", help="model name (see --list)"
+    )
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument(
+        "--config_files",
+        default=None,
+        help="space-separated yaml files, applied in order",
+    )
+    parser.add_argument("--list", action="store_true", help="list the available models")
+    args, _ = parser.parse_known_args(argv)
+
+    if args.list:
+        from .registry import available_models
+
+        print("\n".join(available_models()))
+        return 0
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    try:
+        result = run(args.model, args.dataset, config_file_list=config_files)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"best valid ({result['model']} on {result['dataset']}): {result['best_valid_result']}"
+    )
+    print(
+        f"test result ({result['model']} on {result['dataset']}): {result['test_result']}"
+    )
+    if result["model_file"]:
+        print(f"model saved to {result['model_file']}")
+    return 0

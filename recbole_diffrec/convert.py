@@ -1,0 +1,109 @@
+"""Convert the DiffRec release format to RecBole atomic benchmark files.
+
+The release (``train_list.npy``, ``valid_list.npy``, ``test_list.npy``) holds (user, item)
+pairs with each user's rows in time order. The output ``<name>.train.inter``,
+``<name>.valid.inter`` and ``<name>.test.inter`` carry a ``timestamp`` equal to the row's
+position in train, then valid, then test, which keeps every user's order and puts
+validation after training and test after validation.
+
+    python -m recbole_diffrec.convert --input ../shared/datasets/ml-1m_clean --output dataset/ml-1m_clean
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from logging import getLogger
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
+
+
+def load_pairs(path: Path) -> np.ndarray:
+    """A release file as an (n, 2) int64 array; one clear error for anything else."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: missing; the release needs {', '.join(s + '_list.npy' for s in SPLITS)}"
+        )
+    pairs = np.load(path, allow_pickle=False)
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise ValueError(
+            f"{path}: has shape {pairs.shape}; allowed: (n, 2) rows of (user, item)"
+        )
+    if not np.issubdtype(pairs.dtype, np.integer):
+        raise ValueError(f"{path}: has dtype {pairs.dtype}; allowed: integer ids")
+    if len(pairs) and pairs.min() < 0:
+        raise ValueError(f"{path}: holds negative ids; allowed: ids >= 0")
+    return pairs.astype(np.int64)
+
+
+def convert_release(
+    input_dir: os.PathLike, output_dir: os.PathLike, name: str | None = None
+) -> Dict[str, Path]:
+    """Write ``<name>.{train,valid,test}.inter`` under ``output_dir``; return their paths."""
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    name = name or output_dir.name
+    arrays = [load_pairs(input_dir / f"{split}_list.npy") for split in SPLITS]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written: Dict[str, Path] = {}
+    offset = 0
+    for split, pairs in zip(SPLITS, arrays):
+        times = np.arange(offset, offset + len(pairs), dtype=np.int64)
+        offset += len(pairs)
+        table = np.column_stack([pairs, times])
+        path = output_dir / f"{name}.{split}.inter"
+        partial = path.with_suffix(".partial")
+        with open(partial, "w", encoding="utf-8") as f:
+            f.write(HEADER)
+            np.savetxt(f, table, fmt="%d", delimiter="\t")
+        os.replace(partial, path)
+        written[split] = path
+    return written
+
+
+def ensure_release_converted(config) -> None:
+    """If the config names a DiffRec release (``release_path``), convert it once into
+    ``data_path`` with the ``benchmark_filename`` suffixes RecBole will read."""
+    release = config["release_path"]
+    if not release:
+        return
+    suffixes: Sequence[str] = config["benchmark_filename"] or ()
+    if list(suffixes) != list(SPLITS):
+        raise ValueError(
+            f"benchmark_filename: got {suffixes!r}; a release_path dataset needs {list(SPLITS)}"
+        )
+    data_dir = Path(config["data_path"])
+    name = config["dataset"]
+    if all((data_dir / f"{name}.{s}.inter").is_file() for s in SPLITS):
+        return
+    if not Path(release).is_dir():
+        raise FileNotFoundError(
+            f"release_path: {release} is not a directory (relative paths are read from "
+            f"{os.getcwd()}); it should hold {', '.join(s + '_list.npy' for s in SPLITS)}"
+        )
+    getLogger().info(f"converting DiffRec release {release} into {data_dir}")
+    convert_release(release, data_dir, name)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--input", required=True, help="folder with {train,valid,test}_list.npy"
+    )
+    parser.add_argument(
+        "--output", required=True, help="folder to write the .inter files to"
+    )
+    parser.add_argument(
+        "--name", default=None, help="dataset name (default: output folder name)"
+    )
+    args = parser.parse_args(argv)
+    for split, path in convert_release(args.input, args.output, args.name).items():
+        print(f"{split}: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Diffusion core in pure PyTorch (no RecBole imports)."""
+
+from .denoiser import MLPDenoiser, timestep_embedding
+from .gaussian_diffusion import (
+    MEAN_TYPES,
+    TIMESTEP_SAMPLERS,
+    GaussianDiffusion,
+    check_diffusion_settings,
+)
+from .resample import LossSecondMomentSampler, ScheduleSampler, UniformSampler
+from .schedules import NOISE_SCHEDULES, get_betas
+
+__all__ = [
+    "GaussianDiffusion",
+    "MLPDenoiser",
+    "timestep_embedding",
+    "check_diffusion_settings",
+    "get_betas",
+    "NOISE_SCHEDULES",
+    "MEAN_TYPES",
+    "TIMESTEP_SAMPLERS",
+    "ScheduleSampler",
+    "UniformSampler",
+    "LossSecondMomentSampler",
+]

@@ -1,0 +1,66 @@
+"""Noise schedules for Gaussian diffusion over interaction vectors.
+
+Each schedule returns the per-step betas as a float64 numpy array of length ``steps``,
+following the DiffRec reference code (Wang et al., SIGIR 2023) and Improved DDPM.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+NOISE_SCHEDULES = ("linear", "linear-var", "cosine", "binomial")
+
+# Cap used by Improved DDPM to avoid singular steps at the end of the chain.
+MAX_BETA = 0.999
+
+
+def betas_from_linear_variance(variance: np.ndarray, max_beta: float = MAX_BETA):
+    """Betas whose cumulative variance 1 - alpha_bar_t follows ``variance`` exactly."""
+    alpha_bar = 1.0 - np.asarray(variance, dtype=np.float64)
+    betas = np.empty_like(alpha_bar)
+    betas[0] = 1.0 - alpha_bar[0]
+    betas[1:] = np.minimum(1.0 - alpha_bar[1:] / alpha_bar[:-1], max_beta)
+    return betas
+
+
+def betas_for_alpha_bar(
+    steps: int, alpha_bar: Callable[[float], float], max_beta: float = MAX_BETA
+) -> np.ndarray:
+    """Discretise a continuous alpha_bar(t), t in [0, 1], into ``steps`` betas."""
+    return np.array(
+        [
+            min(1.0 - alpha_bar((i + 1) / steps) / alpha_bar(i / steps), max_beta)
+            for i in range(steps)
+        ],
+        dtype=np.float64,
+    )
+
+
+def cosine_alpha_bar(t: float) -> float:
+    return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+
+def get_betas(
+    schedule: str,
+    steps: int,
+    noise_scale: float,
+    noise_min: float,
+    noise_max: float,
+) -> np.ndarray:
+    """Betas of ``schedule``; ``noise_*`` only matter for the linear schedules."""
+    if schedule in ("linear", "linear-var"):
+        ramp = np.linspace(
+            noise_scale * noise_min, noise_scale * noise_max, steps, dtype=np.float64
+        )
+        return ramp if schedule == "linear" else betas_from_linear_variance(ramp)
+    if schedule == "cosine":
+        return betas_for_alpha_bar(steps, cosine_alpha_bar)
+    if schedule == "binomial":
+        # Sohl-Dickstein et al. 2015, section 2.4.1: beta_t = 1 / (T - t + 1)
+        return 1.0 / (steps - np.arange(steps, dtype=np.float64) + 1.0)
+    raise ValueError(
+        f"noise_schedule: unknown schedule {schedule!r}; allowed: {', '.join(NOISE_SCHEDULES)}"
+    )

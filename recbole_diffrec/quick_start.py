@@ -1,0 +1,132 @@
+"""One-call training and evaluation for plugin and RecBole models, and model reloading."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from logging import getLogger
+from typing import Any, Dict, List, Optional, Union
+
+import yaml
+from recbole.data import create_dataset
+from recbole.utils import init_logger, init_seed, set_color
+
+from .config import Config
+from .convert import ensure_release_converted
+from .data import data_preparation
+from .registry import get_model
+from .trainer import CHECKPOINT_FORMAT, decode_array, get_trainer, load_checkpoint
+
+
+def check_model_config(config) -> None:
+    """Validate model settings before any data is loaded."""
+    check = getattr(config.model_class, "check_config", None)
+    if check is not None:
+        check(config)
+
+
+def run(
+    model: Union[str, type],
+    dataset: str,
+    config_file_list: Optional[List[str]] = None,
+    config_dict: Optional[Dict[str, Any]] = None,
+    saved: Optional[bool] = None,
+) -> Dict[str, Any]:
+    """Train ``model`` on ``dataset`` with RecBole's pipeline; evaluate the best model on test.
+
+    ``saved`` defaults to the ``saved`` setting (True). Returns a dict with the best validation score and results, the test results, the
+    checkpoint path (when ``saved``), the parameter count and timings.
+    """
+    config = Config(model, dataset, config_file_list, config_dict)
+    check_model_config(config)
+    saved = bool(config["saved"]) if saved is None else saved
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    ensure_release_converted(config)
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_class = config.model_class
+    model = model_class(config, train_data.dataset).to(config["device"])
+    logger.info(model)
+    n_params = sum(p.numel() for p in model.parameters())
+    trainer = get_trainer(model_class)(config, model)
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    test_seconds = time.perf_counter() - start
+
+    logger.info(
+        set_color("best valid ", "yellow") + f": {dict(best_valid_result or {})}"
+    )
+    logger.info(set_color("test result", "yellow") + f": {dict(test_result or {})}")
+    return {
+        "model": config["model"],
+        "model_class": f"{model_class.__module__}.{model_class.__name__}",
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": dict(best_valid_result or {}),
+        "test_result": dict(test_result or {}),
+        "model_file": trainer.saved_model_file if saved else None,
+        "parameters": n_params,
+        "fit_seconds": fit_seconds,
+        "test_seconds": test_seconds,
+    }
+
+
+def load_model(model_file: str, trusted: bool = False):
+    """Rebuild config, data and model from a checkpoint for inference.
+
+    Checkpoints written by this plugin hold only tensors and plain values and load with
+    ``weights_only=True``. Other checkpoints (RecBole's own, which pickle the Config) are
+    unpickled only with ``trusted=True``.
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)``.
+    """
+    checkpoint = load_checkpoint(model_file, trusted=trusted, map_location="cpu")
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        external = dict(checkpoint["external_config"])
+        external.pop("model", None)
+        external.pop("dataset", None)
+        # Through a yaml file: RecBole eval()s string values of config_dict.
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".yaml", delete=False, encoding="utf-8"
+        ) as f:
+            yaml.safe_dump(external, f)
+        try:
+            config = Config(
+                get_model(checkpoint["registry_name"]),
+                checkpoint["dataset"],
+                config_file_list=[f.name],
+            )
+        finally:
+            os.unlink(f.name)
+    elif trusted and "config" in checkpoint:
+        config = checkpoint["config"]
+    else:
+        raise ValueError(f"checkpoint {model_file}: not a recognised model checkpoint")
+
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    ensure_release_converted(config)
+    data = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    model = config.model_class(config, train_data.dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(decode_array(checkpoint.get("other_parameter")))
+    model.eval()
+    return config, model, data, train_data, valid_data, test_data

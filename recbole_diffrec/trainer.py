@@ -1,0 +1,177 @@
+"""Trainers with checkpoints that load on modern torch without unpickling code.
+
+RecBole 1.2.1 saves its ``Config`` object (and numpy/scipy objects) in checkpoints and reads
+them back with ``torch.load`` defaults, which on torch >= 2.6 means ``weights_only=True``:
+``Trainer.evaluate(load_best_model=True)`` then fails. Here checkpoints hold only tensors
+and plain Python values, so they load with ``weights_only=True``; anything else (a RecBole
+checkpoint, say) is only unpickled when the caller says it trusts the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from enum import Enum
+from functools import lru_cache
+from typing import Any, Dict
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import get_trainer as recbole_get_trainer
+from recbole.utils import set_color
+
+from .registry import is_plugin_model, registry_name
+
+CHECKPOINT_FORMAT = "recbole_diffrec-checkpoint-1"
+
+
+def plain(value: Any) -> Any:
+    """A config value as plain Python (str/int/float/bool/None, lists, dicts)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [plain(v) for v in value]
+    return str(value)
+
+
+def encode_array(value: Any) -> Any:
+    """numpy / scipy values as tensors, tagged so :func:`decode_array` restores them."""
+    if isinstance(value, np.ndarray):
+        return {"__numpy__": torch.from_numpy(np.ascontiguousarray(value))}
+    if sp.issparse(value):
+        csr = sp.csr_matrix(value)
+        return {
+            "__scipy__": value.format,
+            "data": torch.from_numpy(csr.data),
+            "indices": torch.from_numpy(csr.indices.astype(np.int64)),
+            "indptr": torch.from_numpy(csr.indptr.astype(np.int64)),
+            "shape": list(csr.shape),
+        }
+    if isinstance(value, dict):
+        return {k: encode_array(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def decode_array(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "__numpy__" in value:
+            return value["__numpy__"].numpy()
+        if "__scipy__" in value:
+            csr = sp.csr_matrix(
+                (
+                    value["data"].numpy(),
+                    value["indices"].numpy(),
+                    value["indptr"].numpy(),
+                ),
+                shape=tuple(value["shape"]),
+            )
+            return csr.asformat(value["__scipy__"])
+        return {k: decode_array(v) for k, v in value.items()}
+    return value
+
+
+def load_checkpoint(
+    path: str, trusted: bool = False, map_location=None
+) -> Dict[str, Any]:
+    """Read a checkpoint; unpickle arbitrary objects only when ``trusted``."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"checkpoint {path}: holds pickled Python objects (e.g. a RecBole checkpoint) and "
+            "was not loaded; pass trusted=True only if you trust where the file came from"
+        ) from err
+
+
+class SafeCheckpointMixin:
+    """Overrides the three places RecBole's trainers write and read checkpoints."""
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.config["model"],
+            "registry_name": registry_name(type(self.model)),
+            "model_class": f"{type(self.model).__module__}.{type(self.model).__qualname__}",
+            "dataset": self.config["dataset"],
+            "config": plain(self.config.final_config_dict),
+            "external_config": plain(self.config.external_config_dict),
+            "epoch": int(epoch),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": encode_array(self.model.other_parameter()),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        # Write then rename, so an interrupted save never leaves a truncated best model.
+        partial = f"{saved_model_file}.partial"
+        torch.save(state, partial)
+        os.replace(partial, saved_model_file)
+        if verbose:
+            self.logger.info(
+                set_color("Saving current", "blue") + f": {saved_model_file}"
+            )
+
+    def _restore_model(self, checkpoint: Dict[str, Any]) -> None:
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(decode_array(checkpoint.get("other_parameter")))
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                f"checkpoint {resume_file} was written for model {checkpoint['model']}, "
+                f"resuming {self.config['model']}"
+            )
+        self._restore_model(checkpoint)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(
+            f"Checkpoint loaded. Resume training from epoch {self.start_epoch}"
+        )
+
+    @torch.no_grad()
+    def evaluate(
+        self, eval_data, load_best_model=True, model_file=None, show_progress=False
+    ):
+        if load_best_model and eval_data:
+            checkpoint_file = model_file or self.saved_model_file
+            self._restore_model(
+                load_checkpoint(checkpoint_file, map_location=self.device)
+            )
+            self.logger.info(
+                f"Loading model structure and parameters from {checkpoint_file}"
+            )
+        return super().evaluate(
+            eval_data, load_best_model=False, show_progress=show_progress
+        )
+
+
+@lru_cache(maxsize=None)
+def _with_safe_checkpoints(base: type) -> type:
+    return type(base.__name__, (SafeCheckpointMixin, base), {"__module__": __name__})
+
+
+def get_trainer(model_class: type) -> type:
+    """The RecBole trainer for ``model_class``, with checkpoints that work on torch >= 2.6."""
+    if is_plugin_model(model_class):
+        base = getattr(model_class, "trainer_class", None) or Trainer
+    else:
+        base = recbole_get_trainer(model_class.type, model_class.__name__)
+    return _with_safe_checkpoints(base)
