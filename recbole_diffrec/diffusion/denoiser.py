@@ -82,16 +82,57 @@ class MLPDenoiser(nn.Module):
         out_dims = [*dims, n_items]
         return cls(out_dims[::-1], out_dims, emb_size, **kwargs)
 
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        # Same distribution as nn.Dropout; drawing the mask with rand() is several times
+        # faster on CPU than bernoulli_ for the wide (users x items) input.
+        p = self.drop.p
+        if not self.training or p == 0.0:
+            return x
+        keep = torch.rand_like(x) >= p
+        return x * keep / (1.0 - p)
+
+    def _hidden_layers(self):
+        """Every layer but the final linear read-out, each followed by tanh."""
+        return [*self.in_layers, *self.out_layers[:-1]]
+
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         emb = self.emb_layer(timestep_embedding(timesteps, self.emb_size).to(x.dtype))
         if self.norm:
             x = F.normalize(x)
-        h = torch.cat([self.drop(x), emb], dim=-1)
-        for layer in self.in_layers:
+        h = torch.cat([self._dropout(x), emb], dim=-1)
+        for layer in self._hidden_layers():
             h = torch.tanh(layer(h))
-        last = len(self.out_layers) - 1
-        for i, layer in enumerate(self.out_layers):
-            h = layer(h)
-            if i != last:
-                h = torch.tanh(h)
+        return self.out_layers[-1](h)
+
+    # ------------------------------------------------------------------
+    # Factored evaluation. The network is affine in x up to its first activation and
+    # ends in a linear read-out, so x only enters through W_in x and leaves through
+    # W_out h. Reverse diffusion mixes x_t and the output linearly, so the whole chain
+    # can run on the first layer's pre-activation and the last hidden layer instead of
+    # on item-sized vectors (see GaussianDiffusion.p_sample).
+    def supports_factored_chain(self) -> bool:
+        return not self.training and not self.norm
+
+    def input_projection(self, x: torch.Tensor) -> torch.Tensor:
+        """W_in x: the item part of the first layer, without bias."""
+        n_items = x.shape[1]
+        return x @ self.in_layers[0].weight[:, :n_items].T
+
+    def hidden_from_projection(
+        self, projected: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The last hidden layer's output given W_in x."""
+        first = self.in_layers[0]
+        n_items = first.in_features - self.emb_size
+        emb = self.emb_layer(
+            timestep_embedding(timesteps, self.emb_size).to(projected.dtype)
+        )
+        h = torch.tanh(projected + emb @ first.weight[:, n_items:].T + first.bias)
+        for layer in self._hidden_layers()[1:]:
+            h = torch.tanh(layer(h))
         return h
+
+    def readout(self):
+        """Weight and bias of the final linear layer (items x hidden, items)."""
+        last = self.out_layers[-1]
+        return last.weight, last.bias

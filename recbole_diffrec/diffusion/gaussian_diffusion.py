@@ -252,9 +252,15 @@ class GaussianDiffusion(nn.Module):
         x_start: torch.Tensor,
         sampling_steps: int = 0,
         sampling_noise: bool = False,
+        factored: bool = True,
     ) -> torch.Tensor:
         """DiffRec inference: noise the history to step ``sampling_steps`` (0: keep it as is),
-        then run all ``steps`` reverse steps taking the posterior mean."""
+        then run all ``steps`` reverse steps taking the posterior mean.
+
+        With ``factored`` (default) and a denoiser that supports it (eval mode, affine input
+        layer, linear read-out), the same chain runs on the denoiser's hidden sizes instead
+        of the item count: equal up to float rounding, several times faster.
+        """
         if not 0 <= sampling_steps <= self.steps:
             raise ValueError(
                 f"sampling_steps: got {sampling_steps}; allowed: an integer in [0, steps={self.steps}]"
@@ -266,6 +272,12 @@ class GaussianDiffusion(nn.Module):
                 (batch,), sampling_steps - 1, device=x_start.device, dtype=torch.long
             )
             x_t = self.q_sample(x_start, t)
+        if (
+            factored
+            and not sampling_noise
+            and getattr(model, "supports_factored_chain", lambda: False)()
+        ):
+            return self._p_sample_factored(model, x_t)
         for i in reversed(range(self.steps)):
             t = torch.full((batch,), i, device=x_start.device, dtype=torch.long)
             if not self.noisy:
@@ -276,6 +288,43 @@ class GaussianDiffusion(nn.Module):
             if sampling_noise and i > 0:
                 x_t = x_t + torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x_t)
         return x_t
+
+    def reverse_coefficients(self):
+        """(A, B) with mean(x_{t-1}) = A[t] x_t + B[t] model(x_t, t), as float64."""
+        if not self.noisy:  # no diffusion: x_{t-1} = model(x_t)
+            ones = torch.ones(self.steps, dtype=torch.float64)
+            return torch.zeros_like(ones), ones
+        if self.mean_type == "x0":
+            return self.posterior_mean_coef2, self.posterior_mean_coef1
+        # eps: x0 = sqrt(1/abar) x_t - sqrt(1/abar - 1) eps, then the posterior mean
+        return (
+            self.posterior_mean_coef1 * self.sqrt_recip_alphas_cumprod
+            + self.posterior_mean_coef2,
+            -self.posterior_mean_coef1 * self.sqrt_recipm1_alphas_cumprod,
+        )
+
+    def _p_sample_factored(self, model, x_t: torch.Tensor) -> torch.Tensor:
+        # Track x_t = c * x_T + W_out @ acc_h + acc_b * b_out and z_t = W_in x_t; each
+        # reverse step x <- A x + B (W_out h + b_out) then costs hidden-sized products only.
+        coef_a, coef_b = (c.tolist() for c in self.reverse_coefficients())
+        w_out, b_out = model.readout()
+        w_in_out = model.input_projection(w_out.T)  # (hidden_last, first_hidden)
+        b_in_out = model.input_projection(b_out[None])[0]
+        z = model.input_projection(x_t)
+        acc_h = torch.zeros(
+            x_t.shape[0], w_out.shape[1], dtype=x_t.dtype, device=x_t.device
+        )
+        acc_b, c = 0.0, 1.0
+        for i in reversed(range(self.steps)):
+            t = torch.full((x_t.shape[0],), i, device=x_t.device, dtype=torch.long)
+            h = model.hidden_from_projection(z, t)
+            a, b = coef_a[i], coef_b[i]
+            acc_h = a * acc_h + b * h
+            acc_b = a * acc_b + b
+            c *= a
+            if i > 0:
+                z = a * z + b * (h @ w_in_out + b_in_out)
+        return c * x_t + acc_h @ w_out.T + acc_b * b_out
 
     # ----------------------------------------------------------------- training
     def training_losses(
