@@ -1,0 +1,49 @@
+import sys
+
+import numpy as np
+import pytest
+
+# Settings that keep end-to-end runs on ml-100k to a few seconds.
+FAST = {
+    "epochs": 2,
+    "eval_step": 1,
+    "show_progress": False,
+    "state": "WARNING",
+    "steps": 5,
+    "dims_dnn": [64],
+    "train_batch_size": 64,
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run in a temporary folder (RecBole writes log/ and saved/ there) with a clean argv
+    (RecBole's Config reads --key=value from sys.argv)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    return tmp_path
+
+
+def make_release(folder, users=40, items=60, seed=0):
+    """A small dataset in the DiffRec release format; every user has train, valid and
+    test items, each user's rows in time order."""
+    rng = np.random.default_rng(seed)
+    splits = {"train": [], "valid": [], "test": []}
+    for u in range(users):
+        # Two taste groups, so models have something to learn.
+        pool = np.arange(items // 2) if u % 2 == 0 else np.arange(items // 2, items)
+        chosen = rng.choice(pool, size=int(rng.integers(8, 14)), replace=False)
+        n_test, n_valid = 2, 2
+        splits["train"] += [(u, i) for i in chosen[: -n_test - n_valid]]
+        splits["valid"] += [(u, i) for i in chosen[-n_test - n_valid : -n_test]]
+        splits["test"] += [(u, i) for i in chosen[-n_test:]]
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, pairs in splits.items():
+        np.save(folder / f"{name}_list.npy", np.array(pairs, dtype=np.int64))
+    return splits
+
+
+@pytest.fixture
+def release(tmp_path):
+    folder = tmp_path / "release"
+    return folder, make_release(folder)

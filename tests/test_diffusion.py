@@ -1,0 +1,186 @@
+"""Diffusion quantities against closed forms computed by hand for small schedules."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_diffrec.diffusion import GaussianDiffusion, MLPDenoiser, get_betas
+
+T = 4
+SCALE, LO, HI = 0.1, 0.01, 0.05
+
+
+def test_linear_betas_by_hand():
+    betas = get_betas("linear", T, SCALE, LO, HI)
+    # linspace(0.001, 0.005, 4)
+    np.testing.assert_allclose(betas, [0.001, 0.001 + 0.004 / 3, 0.001 + 0.008 / 3, 0.005])
+
+
+def test_linear_var_betas_by_hand():
+    var = [0.001, 0.001 + 0.004 / 3, 0.001 + 0.008 / 3, 0.005]
+    expected = [var[0]] + [1 - (1 - var[i]) / (1 - var[i - 1]) for i in range(1, T)]
+    np.testing.assert_allclose(get_betas("linear-var", T, SCALE, LO, HI), expected)
+    # The point of linear-var: 1 - alpha_bar_t is exactly the linear ramp.
+    d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T, beta_fixed=False)
+    np.testing.assert_allclose(1 - d.alphas_cumprod.numpy(), var, rtol=1e-12)
+
+
+def test_cosine_betas_by_hand():
+    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+    expected = [min(1 - f((i + 1) / T) / f(i / T), 0.999) for i in range(T)]
+    np.testing.assert_allclose(get_betas("cosine", T, SCALE, LO, HI), expected)
+    assert expected[-1] == 0.999  # the last step is capped
+
+
+def test_binomial_betas_by_hand():
+    np.testing.assert_allclose(
+        get_betas("binomial", T, SCALE, LO, HI), [1 / 5, 1 / 4, 1 / 3, 1 / 2]
+    )
+
+
+@pytest.mark.parametrize("beta_fixed", [True, False])
+def test_alphas_posterior_and_snr_weights_by_hand(beta_fixed):
+    d = GaussianDiffusion("x0", "linear", SCALE, LO, HI, T, beta_fixed=beta_fixed)
+    b = [0.001, 0.001 + 0.004 / 3, 0.001 + 0.008 / 3, 0.005]
+    if beta_fixed:
+        b[0] = 1e-5  # set before the cumulative products
+    np.testing.assert_allclose(d.betas.numpy(), b)
+    abar = [1 - b[0]]
+    for i in range(1, T):
+        abar.append(abar[-1] * (1 - b[i]))
+    prev = [1.0] + abar[:-1]
+    np.testing.assert_allclose(d.alphas_cumprod.numpy(), abar)
+    np.testing.assert_allclose(d.alphas_cumprod_prev.numpy(), prev)
+    var = [b[i] * (1 - prev[i]) / (1 - abar[i]) for i in range(T)]
+    np.testing.assert_allclose(d.posterior_variance.numpy(), var)
+    assert var[0] == 0.0
+    np.testing.assert_allclose(
+        d.posterior_log_variance_clipped.numpy(), np.log([var[1]] + var[1:])
+    )
+    c1 = [b[i] * math.sqrt(prev[i]) / (1 - abar[i]) for i in range(T)]
+    c2 = [(1 - prev[i]) * math.sqrt(1 - b[i]) / (1 - abar[i]) for i in range(T)]
+    np.testing.assert_allclose(d.posterior_mean_coef1.numpy(), c1)
+    np.testing.assert_allclose(d.posterior_mean_coef2.numpy(), c2)
+    assert c1[0] == pytest.approx(1.0) and c2[0] == 0.0  # t = 0 returns the x0 estimate
+    snr = [a / (1 - a) for a in abar]
+    weights = [1.0] + [snr[i - 1] - snr[i] for i in range(1, T)]
+    np.testing.assert_allclose(d.x0_loss_weight.numpy(), weights)
+    eps_w = [1.0] + [
+        (1 - abar[i]) / ((1 - prev[i]) ** 2 * (1 - b[i])) for i in range(1, T)
+    ]
+    np.testing.assert_allclose(d.eps_loss_weight.numpy(), eps_w)
+
+
+def test_q_sample_and_posterior_closed_form():
+    d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T)
+    x0 = torch.tensor([[1.0, 0.0, 1.0]])
+    noise = torch.tensor([[0.5, -1.0, 2.0]])
+    t = torch.tensor([2])
+    ab = d.alphas_cumprod[2].item()
+    expected = math.sqrt(ab) * x0 + math.sqrt(1 - ab) * noise
+    torch.testing.assert_close(d.q_sample(x0, t, noise), expected)
+    xt = expected
+    mean, var, _ = d.q_posterior_mean_variance(x0, xt, t)
+    c1, c2 = d.posterior_mean_coef1[2].item(), d.posterior_mean_coef2[2].item()
+    torch.testing.assert_close(mean, c1 * x0 + c2 * xt)
+    assert var.item() == pytest.approx(d.posterior_variance[2].item())
+
+
+class ConstantDenoiser(torch.nn.Module):
+    """Predicts a fixed vector whatever the input."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, t):
+        return self.out.expand_as(x)
+
+
+def test_p_sample_reverse_chain_by_hand():
+    d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T)
+    x = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
+    c = torch.tensor([[0.2, 0.4, 0.6, 0.8]])
+    got = d.p_sample(ConstantDenoiser(c), x, sampling_steps=0)
+    expected = x.double()
+    for i in reversed(range(T)):
+        expected = d.posterior_mean_coef1[i] * c + d.posterior_mean_coef2[i] * expected
+    torch.testing.assert_close(got, expected.float())
+    # With a posterior coefficient of 1 at t = 0 the last step returns the x0 estimate.
+    torch.testing.assert_close(got, c, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("mean_type", ["x0", "eps"])
+@pytest.mark.parametrize("noise_scale", [0.05, 0.0])
+def test_factored_chain_equals_reference_chain(mean_type, noise_scale):
+    torch.manual_seed(0)
+    d = GaussianDiffusion(mean_type, "linear-var", noise_scale, 0.005, 0.01, 10)
+    m = MLPDenoiser.mirrored(50, [16, 24], 10).eval()
+    x = (torch.rand(7, 50) < 0.2).float()
+    reference = d.p_sample(m, x, factored=False)
+    fast = d.p_sample(m, x)
+    torch.testing.assert_close(fast, reference, atol=2e-5, rtol=1e-4)
+
+
+def test_sampling_steps_noises_the_history():
+    torch.manual_seed(0)
+    d = GaussianDiffusion("x0", "linear-var", 0.5, 0.1, 0.5, 5)
+    m = MLPDenoiser.mirrored(20, [8], 4).eval()
+    x = (torch.rand(3, 20) < 0.3).float()
+    clean = d.p_sample(m, x, sampling_steps=0)
+    torch.testing.assert_close(d.p_sample(m, x, sampling_steps=0), clean)
+    assert not torch.allclose(d.p_sample(m, x, sampling_steps=3), clean)
+    with pytest.raises(ValueError, match="sampling_steps"):
+        d.p_sample(m, x, sampling_steps=6)
+
+
+def test_training_loss_applies_snr_weights_and_pt():
+    d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T, timestep_sampler="uniform")
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 64)
+    torch.manual_seed(0)
+    model = ConstantDenoiser(torch.zeros(1, 4))
+    losses = d.training_losses(model, x, reweight=True)
+    # Target x0 and a zero prediction: mse 0.5 for every row, times the step weight.
+    allowed = 0.5 * d.x0_loss_weight.float()
+    closest = (losses[:, None] - allowed[None]).abs().argmin(dim=1)
+    torch.testing.assert_close(losses, allowed[closest], rtol=1e-5, atol=0)
+    assert len(set(closest.tolist())) > 1
+    plain = d.training_losses(model, x, reweight=False)
+    torch.testing.assert_close(plain, torch.full((64,), 0.5))
+
+
+def test_eps_loss_uses_reconstruction_at_step_zero():
+    d = GaussianDiffusion("eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform")
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    model = ConstantDenoiser(torch.zeros(1, 4))
+    # T = 1: t is always 0, the loss is |x0 - x0_hat(eps=0)|^2 / 2 with weight 1.
+    torch.manual_seed(0)
+    loss = d.training_losses(model, x, reweight=True)
+    torch.manual_seed(0)
+    t = torch.zeros(1, dtype=torch.long)
+    d2 = GaussianDiffusion("eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform")
+    torch.randint(0, 1, (1,))  # the sampler's draw
+    noise = torch.randn_like(x)
+    xt = d2.q_sample(x, t, noise)
+    x0_hat = d2.predict_xstart_from_eps(xt, t, torch.zeros_like(x))
+    torch.testing.assert_close(loss, ((x - x0_hat) ** 2).mean(dim=1) / 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"noise_schedule": "sigmoid"}, "noise_schedule"),
+        ({"mean_type": "v"}, "mean_type"),
+        ({"noise_min": 0.02, "noise_max": 0.01}, "noise_min"),
+        ({"noise_min": 0.0}, "noise_min"),
+        ({"noise_max": 1.5}, "noise_max"),
+        ({"noise_scale": -0.1}, "noise_scale"),
+        ({"steps": 0}, "steps"),
+        ({"timestep_sampler": "lossaware"}, "timestep_sampler"),
+    ],
+)
+def test_invalid_settings_name_the_key(kwargs, key):
+    with pytest.raises(ValueError, match=key):
+        GaussianDiffusion(**kwargs)
