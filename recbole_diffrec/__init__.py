@@ -7,11 +7,12 @@ from .data import data_preparation  # noqa: E402
 from .models.diffrec import DiffRec  # noqa: E402
 from .quick_start import load_model, run  # noqa: E402
 from .registry import available_models, get_model  # noqa: E402
-from .trainer import get_trainer  # noqa: E402
+from .trainer import Trainer, get_trainer  # noqa: E402
 
 __all__ = [
     "Config",
     "DiffRec",
+    "Trainer",
     "available_models",
     "data_preparation",
     "get_model",

@@ -32,10 +32,12 @@ def run(
     config_file_list: Optional[List[str]] = None,
     config_dict: Optional[Dict[str, Any]] = None,
     saved: Optional[bool] = None,
+    trainer_class: Optional[type] = None,
 ) -> Dict[str, Any]:
     """Train ``model`` on ``dataset`` with RecBole's pipeline; evaluate the best model on test.
 
-    ``saved`` defaults to the ``saved`` setting (True). Returns a dict with the best validation score and results, the test results, the
+    ``saved`` defaults to the ``saved`` setting (True); ``trainer_class`` replaces the
+    trainer :func:`get_trainer` picks (e.g. one that records timings). Returns a dict with the best validation score and results, the test results, the
     checkpoint path (when ``saved``), the parameter count and timings.
     """
     config = Config(model, dataset, config_file_list, config_dict)
@@ -56,7 +58,7 @@ def run(
     model = model_class(config, train_data.dataset).to(config["device"])
     logger.info(model)
     n_params = sum(p.numel() for p in model.parameters())
-    trainer = get_trainer(model_class)(config, model)
+    trainer = (trainer_class or get_trainer(model_class))(config, model)
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(

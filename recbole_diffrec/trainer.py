@@ -18,7 +18,7 @@ from typing import Any, Dict
 import numpy as np
 import scipy.sparse as sp
 import torch
-from recbole.trainer import Trainer
+from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
@@ -96,6 +96,23 @@ def load_checkpoint(
 class SafeCheckpointMixin:
     """Overrides the three places RecBole's trainers write and read checkpoints."""
 
+    def _build_optimizer(self, **kwargs):
+        learner = kwargs.get("learner", self.learner).lower()
+        if is_plugin_model(type(self.model)) and learner in ("adam", "adamw"):
+            # The fused kernels run the same update rule in one pass over the parameters.
+            cls = torch.optim.AdamW if learner == "adamw" else torch.optim.Adam
+            params = list(kwargs.get("params", self.model.parameters()))
+            try:
+                return cls(
+                    params,
+                    lr=kwargs.get("learning_rate", self.learning_rate),
+                    weight_decay=kwargs.get("weight_decay", self.weight_decay),
+                    fused=True,
+                )
+            except (RuntimeError, TypeError, ValueError):
+                kwargs["params"] = params
+        return super()._build_optimizer(**kwargs)
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
@@ -168,10 +185,14 @@ def _with_safe_checkpoints(base: type) -> type:
     return type(base.__name__, (SafeCheckpointMixin, base), {"__module__": __name__})
 
 
+# RecBole's general Trainer with safe checkpoints, for drop-in use in RecBole scripts.
+Trainer = _with_safe_checkpoints(RecBoleTrainer)
+
+
 def get_trainer(model_class: type) -> type:
     """The RecBole trainer for ``model_class``, with checkpoints that work on torch >= 2.6."""
     if is_plugin_model(model_class):
-        base = getattr(model_class, "trainer_class", None) or Trainer
+        base = getattr(model_class, "trainer_class", None) or RecBoleTrainer
     else:
         base = recbole_get_trainer(model_class.type, model_class.__name__)
     return _with_safe_checkpoints(base)

@@ -33,7 +33,8 @@ def test_timestep_embedding_values():
     e = timestep_embedding(torch.tensor([0, 3]), 6)
     freqs = [10000 ** (-i / 3) for i in range(3)]
     expected = [
-        [math.cos(t * f) for f in freqs] + [math.sin(t * f) for f in freqs] for t in (0, 3)
+        [math.cos(t * f) for f in freqs] + [math.sin(t * f) for f in freqs]
+        for t in (0, 3)
     ]
     torch.testing.assert_close(e, torch.tensor(expected))
     assert timestep_embedding(torch.tensor([1]), 5).shape == (1, 5)

@@ -15,7 +15,9 @@ SCALE, LO, HI = 0.1, 0.01, 0.05
 def test_linear_betas_by_hand():
     betas = get_betas("linear", T, SCALE, LO, HI)
     # linspace(0.001, 0.005, 4)
-    np.testing.assert_allclose(betas, [0.001, 0.001 + 0.004 / 3, 0.001 + 0.008 / 3, 0.005])
+    np.testing.assert_allclose(
+        betas, [0.001, 0.001 + 0.004 / 3, 0.001 + 0.008 / 3, 0.005]
+    )
 
 
 def test_linear_var_betas_by_hand():
@@ -137,7 +139,9 @@ def test_sampling_steps_noises_the_history():
 
 
 def test_training_loss_applies_snr_weights_and_pt():
-    d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T, timestep_sampler="uniform")
+    d = GaussianDiffusion(
+        "x0", "linear-var", SCALE, LO, HI, T, timestep_sampler="uniform"
+    )
     x = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 64)
     torch.manual_seed(0)
     model = ConstantDenoiser(torch.zeros(1, 4))
@@ -152,7 +156,9 @@ def test_training_loss_applies_snr_weights_and_pt():
 
 
 def test_eps_loss_uses_reconstruction_at_step_zero():
-    d = GaussianDiffusion("eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform")
+    d = GaussianDiffusion(
+        "eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform"
+    )
     x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
     model = ConstantDenoiser(torch.zeros(1, 4))
     # T = 1: t is always 0, the loss is |x0 - x0_hat(eps=0)|^2 / 2 with weight 1.
@@ -160,7 +166,9 @@ def test_eps_loss_uses_reconstruction_at_step_zero():
     loss = d.training_losses(model, x, reweight=True)
     torch.manual_seed(0)
     t = torch.zeros(1, dtype=torch.long)
-    d2 = GaussianDiffusion("eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform")
+    d2 = GaussianDiffusion(
+        "eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform"
+    )
     torch.randint(0, 1, (1,))  # the sampler's draw
     noise = torch.randn_like(x)
     xt = d2.q_sample(x, t, noise)

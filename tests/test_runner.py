@@ -112,9 +112,17 @@ def test_cli_script_runs_end_to_end(workdir):
     args = [f"--{k}={v}" for k, v in FAST.items()] + ["--epochs=1"]
     args = [a for a in args if not a.startswith("--epochs=2")]
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "run_recbole_diffrec.py"), "--model=DiffRec",
-         "--dataset=ml-100k", "--dims_dnn=[64]", *args],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "run_recbole_diffrec.py"),
+            "--model=DiffRec",
+            "--dataset=ml-100k",
+            "--dims_dnn=[64]",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test result (DiffRec on ml-100k)" in proc.stdout

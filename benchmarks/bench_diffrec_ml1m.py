@@ -1,0 +1,221 @@
+"""Plugin DiffRec vs RecBole's built-in DiffRec on ml-1m_clean, side by side in one run.
+
+Each model trains in its own subprocess (so peak memory is its own) with the official
+ml-1m_clean settings and the paper protocol (properties/dataset/ml-1m_clean.yaml), one
+after the other on the same machine. Writes benchmarks/diffrec_ml1m.md.
+
+    python benchmarks/bench_diffrec_ml1m.py            # all runs
+    python benchmarks/bench_diffrec_ml1m.py --only plugin
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET_YAML = ROOT / "properties" / "dataset" / "ml-1m_clean.yaml"
+
+# The official DiffRec ml-1m_clean settings (YiyanXu/DiffRec run.sh), as named by the issue.
+OFFICIAL = {
+    "learner": "adamw",
+    "learning_rate": 1e-3,
+    "weight_decay": 0.0,
+    "train_batch_size": 400,
+    "embedding_size": 10,
+    "mean_type": "x0",
+    "steps": 40,
+    "noise_scale": 0.005,
+    "noise_min": 0.005,
+    "noise_max": 0.01,
+    "noise_schedule": "linear-var",
+    "reweight": True,
+    "sampling_steps": 0,
+    "sampling_noise": False,
+    "beta_fixed": True,
+    "history_num_per_term": 10,
+    "eval_batch_users": 400,
+    "show_progress": False,
+    "seed": 2020,
+}
+
+RUNS = {
+    # name: (model, extra settings, note)
+    "plugin": (
+        "DiffRec",
+        {"dims_dnn": [200, 600]},
+        "recbole_diffrec DiffRec; dims [200, 600] mirrored as in the official DNN "
+        "(n -> 600 -> 200 -> 600 -> n)",
+    ),
+    "recbole": (
+        "recbole.DiffRec",
+        {"dims_dnn": [200, 600], "mlp_act_func": "tanh"},
+        "RecBole 1.2.1 DiffRec with dims_dnn [200, 600]: RecBole does not mirror, so "
+        "this is n -> 200 -> 600 -> n, a smaller network than the official one",
+    ),
+    "recbole-same-net": (
+        "recbole.DiffRec",
+        {"dims_dnn": [600, 200, 600], "mlp_act_func": "tanh"},
+        "RecBole 1.2.1 DiffRec with dims_dnn [600, 200, 600]: the official network "
+        "(n -> 600 -> 200 -> 600 -> n)",
+    ),
+}
+
+
+def worker(name: str, out: Path) -> None:
+    """Train and test one model; write its measurements as JSON."""
+    sys.path.insert(0, str(ROOT))
+    from recbole_diffrec import get_model, get_trainer, run
+
+    model, extra, _ = RUNS[name]
+    epoch_seconds, eval_seconds = [], []
+
+    class TimedTrainer(get_trainer(get_model(model))):
+        def _train_epoch(self, *args, **kwargs):
+            start = time.perf_counter()
+            loss = super()._train_epoch(*args, **kwargs)
+            epoch_seconds.append(time.perf_counter() - start)
+            return loss
+
+        def evaluate(self, eval_data, *args, **kwargs):
+            start = time.perf_counter()
+            result = super().evaluate(eval_data, *args, **kwargs)
+            eval_seconds.append((time.perf_counter() - start, len(eval_data.uid_list)))
+            return result
+
+    start = time.perf_counter()
+    result = run(
+        model,
+        "ml-1m_clean",
+        config_file_list=[str(DATASET_YAML)],
+        config_dict={**OFFICIAL, **extra},
+        saved=True,
+        trainer_class=TimedTrainer,
+    )
+    total = time.perf_counter() - start
+    test_seconds, test_users = eval_seconds[-1]
+    valid = eval_seconds[:-1]
+    out.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "test": result["test_result"],
+                "best_valid": result["best_valid_result"],
+                "parameters": result["parameters"],
+                "epochs": len(epoch_seconds),
+                "epoch_seconds": sum(epoch_seconds) / len(epoch_seconds),
+                "valid_eval_seconds": sum(s for s, _ in valid) / max(len(valid), 1),
+                "valid_users": valid[0][1] if valid else 0,
+                "test_eval_seconds": test_seconds,
+                "test_users": test_users,
+                "time_to_result": total,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                / 1024,
+            }
+        )
+    )
+
+
+def table(rows) -> str:
+    head = (
+        "| run | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | params | epochs | s / epoch "
+        "| s / full eval (users) | time to result (s) | peak RSS (MB) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
+    lines = []
+    for r in rows:
+        t = r["test"]
+        lines.append(
+            f"| {r['name']} | {t['recall@10']:.4f} | {t['recall@20']:.4f} | "
+            f"{t['ndcg@10']:.4f} | {t['ndcg@20']:.4f} | {r['parameters']:,} | {r['epochs']} | "
+            f"{r['epoch_seconds']:.2f} | {r['test_eval_seconds']:.1f} ({r['test_users']:,}) | "
+            f"{r['time_to_result']:.0f} | {r['peak_rss_mb']:.0f} |"
+        )
+    return head + "\n".join(lines) + "\n"
+
+
+def ratios(rows) -> str:
+    by = {r["name"]: r for r in rows}
+    if "plugin" not in by:
+        return ""
+    p = by["plugin"]
+    out = [
+        "| plugin / other | s per epoch | s per full eval | time to result |",
+        "|---|---|---|---|",
+    ]
+    for name, r in by.items():
+        if name == "plugin":
+            continue
+        out.append(
+            f"| plugin / {name} | {p['epoch_seconds'] / r['epoch_seconds']:.2f} | "
+            f"{p['test_eval_seconds'] / r['test_eval_seconds']:.2f} | "
+            f"{p['time_to_result'] / r['time_to_result']:.2f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument(
+        "--report", default=str(ROOT / "benchmarks" / "diffrec_ml1m.md")
+    )
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, Path(args.out))
+        return
+
+    work = ROOT / "benchmarks" / "out"
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.only:
+        out = work / f"diffrec_ml1m_{name}.json"
+        print(f"[{name}] training ...", flush=True)
+        subprocess.run(
+            [sys.executable, __file__, "--worker", name, "--out", str(out)],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        rows.append(json.loads(out.read_text()))
+        print(table(rows[-1:]), flush=True)
+
+    command = "python " + " ".join(
+        shlex.quote(a) for a in [str(Path(__file__).relative_to(ROOT)), *sys.argv[1:]]
+    )
+    notes = "\n".join(f"- **{n}**: {RUNS[n][2]}" for n in args.only)
+    settings = ", ".join(f"{k}={v}" for k, v in OFFICIAL.items())
+    report = (
+        "# DiffRec on ml-1m_clean: plugin vs RecBole built-in\n\n"
+        f"Made by `{command}` on {platform.node()} ({platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores), one run after the other in one invocation.\n\n"
+        "Paper protocol (properties/dataset/ml-1m_clean.yaml): full ranking, training items "
+        "masked at validation, training + validation items masked at test, selection on "
+        "validation Recall@20 every 5 epochs, early stop as the official code. Test metrics "
+        "of the best validation checkpoint. *s / full eval*: one full-ranking pass over all "
+        "test users (every ml-1m_clean user has test items). Peak RSS is the training "
+        "process's maximum resident memory.\n\n"
+        + table(rows)
+        + "\n"
+        + ratios(rows)
+        + "\nSettings: "
+        + settings
+        + "\n\n"
+        + notes
+        + "\n"
+    )
+    Path(args.report).write_text(report)
+    print(f"wrote {args.report}")
+
+
+if __name__ == "__main__":
+    main()
