@@ -38,15 +38,19 @@ def test_recbole_config_with_plugin_class_is_refused(workdir):
         DiffRec(config, dataset)
 
 
-def test_interaction_batches_are_refused(workdir):
+@pytest.fixture
+def small_model(workdir):
     config = Config(
         model=DiffRec,
         dataset="ml-100k",
         config_dict={"state": "WARNING", "steps": 5, "dims_dnn": [8]},
     )
-    dataset = create_dataset(config)
-    train, _, _ = data_preparation(config, dataset)
-    model = DiffRec(config, train.dataset)
+    train, _, _ = data_preparation(config, create_dataset(config))
+    return DiffRec(config, train.dataset), train
+
+
+def test_interaction_batches_are_refused(small_model):
+    model, train = small_model
     users = next(iter(train))
     assert set(users.interaction) == {"user_id"}
     assert 0 not in users["user_id"].tolist()  # the padding user is not trained on
@@ -59,15 +63,8 @@ def test_interaction_batches_are_refused(workdir):
         model.calculate_loss(batch)
 
 
-def test_user_rows_are_built_from_sparse_history(workdir):
-    config = Config(
-        model=DiffRec,
-        dataset="ml-100k",
-        config_dict={"state": "WARNING", "steps": 5, "dims_dnn": [8]},
-    )
-    dataset = create_dataset(config)
-    train, _, _ = data_preparation(config, dataset)
-    model = DiffRec(config, train.dataset)
+def test_user_rows_are_built_from_sparse_history(small_model):
+    model, train = small_model
     dense = train.dataset.inter_matrix(form="csr").toarray()
     users = torch.tensor([1, 5, 17, 5])
     rows = model.history(users)

@@ -27,6 +27,21 @@ from .base import (
     require_plugin_config,
 )
 
+DIFFUSION_KEYS = (
+    "mean_type",
+    "noise_schedule",
+    "noise_scale",
+    "noise_min",
+    "noise_max",
+    "steps",
+    "timestep_sampler",
+)
+
+
+def diffusion_settings(config) -> dict:
+    """The config keys that define the diffusion process."""
+    return {key: config[key] for key in DIFFUSION_KEYS}
+
 
 class DiffRec(UserBatchRecommender):
     r"""DiffRec as a RecBole general recommender, trained on batches of users."""
@@ -44,14 +59,8 @@ class DiffRec(UserBatchRecommender):
 
         self.history = SparseUserRows(self.history_matrix(dataset))
         self.diffusion = GaussianDiffusion(
-            mean_type=config["mean_type"],
-            noise_schedule=config["noise_schedule"],
-            noise_scale=config["noise_scale"],
-            noise_min=config["noise_min"],
-            noise_max=config["noise_max"],
-            steps=config["steps"],
+            **diffusion_settings(config),
             beta_fixed=config["beta_fixed"],
-            timestep_sampler=config["timestep_sampler"],
             history_per_term=config["history_num_per_term"],
         )
         self.denoiser = MLPDenoiser.mirrored(
@@ -70,14 +79,7 @@ class DiffRec(UserBatchRecommender):
     def check_config(config) -> None:
         """Reject invalid settings before any data is touched."""
         check_diffusion_settings(
-            mean_type=config["mean_type"],
-            noise_schedule=config["noise_schedule"],
-            noise_scale=config["noise_scale"],
-            noise_min=config["noise_min"],
-            noise_max=config["noise_max"],
-            steps=config["steps"],
-            sampling_steps=config["sampling_steps"],
-            timestep_sampler=config["timestep_sampler"],
+            **diffusion_settings(config), sampling_steps=config["sampling_steps"]
         )
         check_positive_int_list("dims_dnn", config["dims_dnn"])
         emb = config["embedding_size"]
