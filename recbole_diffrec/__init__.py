@@ -5,6 +5,8 @@ __version__ = "0.1.0"
 from .config import Config  # noqa: E402
 from .data import data_preparation  # noqa: E402
 from .models.diffrec import DiffRec  # noqa: E402
+from .models.ldiffrec import LDiffRec  # noqa: E402
+from .models.tdiffrec import LTDiffRec, TDiffRec  # noqa: E402
 from .quick_start import load_model, run  # noqa: E402
 from .registry import available_models, get_model  # noqa: E402
 from .trainer import Trainer, get_trainer  # noqa: E402
@@ -12,6 +14,9 @@ from .trainer import Trainer, get_trainer  # noqa: E402
 __all__ = [
     "Config",
     "DiffRec",
+    "LDiffRec",
+    "LTDiffRec",
+    "TDiffRec",
     "Trainer",
     "available_models",
     "data_preparation",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import recbole
 import yaml
@@ -21,11 +21,6 @@ from .registry import get_model, is_plugin_model
 
 PROPERTIES = resources.files("recbole_diffrec") / "properties"
 RECBOLE_PROPERTIES = Path(recbole.__file__).parent / "properties"
-
-
-def plugin_model_yaml(name: str) -> Optional[str]:
-    path = PROPERTIES / "model" / f"{name}.yaml"
-    return str(path) if path.is_file() else None
 
 
 class Config(RecBoleConfig):
@@ -57,9 +52,10 @@ class Config(RecBoleConfig):
         )
         if not plugin_model:
             return
-        model_yaml = plugin_model_yaml(model)
-        if model_yaml:
-            self.internal_config_dict.update(self._load_yaml(model_yaml))
+        for name in getattr(model_class, "config_files", (f"{model}.yaml",)):
+            self.internal_config_dict.update(
+                self._load_yaml(str(PROPERTIES / "model" / name))
+            )
         dataset_yaml = RECBOLE_PROPERTIES / "dataset" / f"{dataset}.yaml"
         if dataset_yaml.is_file():
             # RecBole applies its dataset yaml after the model yaml; keep that order.

@@ -14,9 +14,14 @@ from pathlib import Path
 from typing import Dict, List, Type
 
 from .models.diffrec import DiffRec
+from .models.ldiffrec import LDiffRec
+from .models.tdiffrec import LTDiffRec, TDiffRec
 
 PLUGIN_MODELS: Dict[str, type] = {
     "DiffRec": DiffRec,
+    "LDiffRec": LDiffRec,
+    "TDiffRec": TDiffRec,
+    "LTDiffRec": LTDiffRec,
 }
 
 RECBOLE_PREFIX = "recbole."

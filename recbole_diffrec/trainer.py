@@ -97,6 +97,11 @@ class SafeCheckpointMixin:
     """Overrides the three places RecBole's trainers write and read checkpoints."""
 
     def _build_optimizer(self, **kwargs):
+        groups = getattr(self.model, "optimizer_param_groups", None)
+        if "params" not in kwargs and groups is not None:
+            kwargs["params"] = (
+                groups()
+            )  # per-part learning rates (e.g. L-DiffRec's lr1/lr2)
         learner = kwargs.get("learner", self.learner).lower()
         if is_plugin_model(type(self.model)) and learner in ("adam", "adamw"):
             # The fused kernels run the same update rule in one pass over the parameters.

@@ -68,7 +68,7 @@ def test_loss_decreases_on_small_data():
         total = 0.0
         for _ in range(10):
             opt.zero_grad()
-            loss = d.training_losses(m, x, reweight=False).mean()
+            loss = d.training_losses(m, x, reweight=False)["loss"].mean()
             loss.backward()
             opt.step()
             total += loss.item()

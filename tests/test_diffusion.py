@@ -145,13 +145,13 @@ def test_training_loss_applies_snr_weights_and_pt():
     x = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 64)
     torch.manual_seed(0)
     model = ConstantDenoiser(torch.zeros(1, 4))
-    losses = d.training_losses(model, x, reweight=True)
+    losses = d.training_losses(model, x, reweight=True)["loss"]
     # Target x0 and a zero prediction: mse 0.5 for every row, times the step weight.
     allowed = 0.5 * d.x0_loss_weight.float()
     closest = (losses[:, None] - allowed[None]).abs().argmin(dim=1)
     torch.testing.assert_close(losses, allowed[closest], rtol=1e-5, atol=0)
     assert len(set(closest.tolist())) > 1
-    plain = d.training_losses(model, x, reweight=False)
+    plain = d.training_losses(model, x, reweight=False)["loss"]
     torch.testing.assert_close(plain, torch.full((64,), 0.5))
 
 
@@ -163,7 +163,7 @@ def test_eps_loss_uses_reconstruction_at_step_zero():
     model = ConstantDenoiser(torch.zeros(1, 4))
     # T = 1: t is always 0, the loss is |x0 - x0_hat(eps=0)|^2 / 2 with weight 1.
     torch.manual_seed(0)
-    loss = d.training_losses(model, x, reweight=True)
+    loss = d.training_losses(model, x, reweight=True)["loss"]
     torch.manual_seed(0)
     t = torch.zeros(1, dtype=torch.long)
     d2 = GaussianDiffusion(

@@ -65,7 +65,8 @@ def test_interaction_batches_are_refused(small_model):
 
 def test_user_rows_are_built_from_sparse_history(small_model):
     model, train = small_model
-    dense = train.dataset.inter_matrix(form="csr").toarray()
+    # Columns are the real items (ids 1..n); RecBole's id 0 is padding.
+    dense = train.dataset.inter_matrix(form="csr").toarray()[:, 1:]
     users = torch.tensor([1, 5, 17, 5])
     rows = model.history(users)
     assert torch.equal(

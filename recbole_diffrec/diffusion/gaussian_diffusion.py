@@ -329,8 +329,9 @@ class GaussianDiffusion(nn.Module):
     # ----------------------------------------------------------------- training
     def training_losses(
         self, model: Denoiser, x_start: torch.Tensor, reweight: bool = True
-    ) -> torch.Tensor:
-        """Per-example losses (already divided by the importance weight ``pt``).
+    ) -> Dict[str, torch.Tensor]:
+        """``{"loss": per-example losses, already divided by the importance weight pt,
+        "pred_xstart": the model's x_0 estimate}``.
 
         The loss is the mean squared error over items against x_0 (or the noise), weighted by
         the ELBO step weights when ``reweight``; the sampler records the weighted losses.
@@ -359,4 +360,9 @@ class GaussianDiffusion(nn.Module):
             loss = mse
 
         self.sampler.update(t, loss)
-        return loss / pt
+        pred_xstart = (
+            output
+            if self.mean_type == "x0"
+            else self.predict_xstart_from_eps(x_t, t, output)
+        )
+        return {"loss": loss / pt, "pred_xstart": pred_xstart}

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from torch import nn
 
@@ -105,4 +106,10 @@ class UserBatchRecommender(GeneralRecommender):
         return self.score_users(interaction[self.USER_ID]).reshape(-1)
 
     def score_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores (len(users), n_items) over RecBole's item ids; id 0 (padding) scores -inf."""
+        scores = self.score_real_items(users)
+        return F.pad(scores, (1, 0), value=float("-inf"))
+
+    def score_real_items(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of the real items, ids 1..n_items-1."""
         raise NotImplementedError

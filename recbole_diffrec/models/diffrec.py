@@ -47,6 +47,8 @@ class DiffRec(UserBatchRecommender):
     r"""DiffRec as a RecBole general recommender, trained on batches of users."""
 
     input_type = InputType.LISTWISE
+    # Default yaml files (recbole_diffrec/properties/model/), applied in order.
+    config_files = ("DiffRec.yaml",)
 
     def __init__(self, config, dataset):
         require_plugin_config(config, type(self).__name__)
@@ -57,23 +59,31 @@ class DiffRec(UserBatchRecommender):
         self.sampling_noise = bool(config["sampling_noise"])
         self.sampling_steps = int(config["sampling_steps"])
 
-        self.history = SparseUserRows(self.history_matrix(dataset))
+        # Rows cover the real items only (RecBole's item id 0 is padding): columns are ids 1..n.
+        self.history = SparseUserRows(self.history_matrix(config, dataset))
         self.diffusion = GaussianDiffusion(
             **diffusion_settings(config),
             beta_fixed=config["beta_fixed"],
             history_per_term=config["history_num_per_term"],
         )
-        self.denoiser = MLPDenoiser.mirrored(
-            self.n_items,
+        self.build_networks(config, dataset)
+        if self.reweight and not self.diffusion.noisy:
+            self.logger.info("noise_scale is 0: reweight has no effect and is off")
+            self.reweight = False
+        self.to(self.device)
+
+    def build_networks(self, config, dataset) -> None:
+        self.denoiser = self.make_denoiser(config, self.n_items - 1)
+
+    @staticmethod
+    def make_denoiser(config, size: int) -> MLPDenoiser:
+        return MLPDenoiser.mirrored(
+            size,
             config["dims_dnn"],
             config["embedding_size"],
             norm=config["norm"],
             dropout=config["dropout"],
         )
-        if self.reweight and not self.diffusion.noisy:
-            self.logger.info("noise_scale is 0: reweight has no effect and is off")
-            self.reweight = False
-        self.to(self.device)
 
     @staticmethod
     def check_config(config) -> None:
@@ -89,19 +99,18 @@ class DiffRec(UserBatchRecommender):
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout: got {dropout!r}; allowed: a number in [0, 1)")
 
-    def history_matrix(self, dataset) -> sp.csr_matrix:
-        """Binary users x items training matrix (sparse)."""
-        matrix = dataset.inter_matrix(form="csr").astype("float32")
+    def history_matrix(self, config, dataset) -> sp.csr_matrix:
+        """Binary users x real-items training matrix (sparse)."""
+        matrix = dataset.inter_matrix(form="csr")[:, 1:].astype("float32")
         matrix.data[:] = 1.0
         return matrix
 
     def calculate_loss(self, interaction) -> torch.Tensor:
         x_start = self.history(self._user_ids(interaction))
-        return self.diffusion.training_losses(
-            self.denoiser, x_start, self.reweight
-        ).mean()
+        terms = self.diffusion.training_losses(self.denoiser, x_start, self.reweight)
+        return terms["loss"].mean()
 
-    def score_users(self, users: torch.Tensor) -> torch.Tensor:
+    def score_real_items(self, users: torch.Tensor) -> torch.Tensor:
         return self.diffusion.p_sample(
             self.denoiser, self.history(users), self.sampling_steps, self.sampling_noise
         )
