@@ -5,16 +5,22 @@ ml-1m_clean settings and the paper protocol (properties/dataset/ml-1m_clean.yaml
 after the other on the same machine. Writes benchmarks/diffrec_ml1m.md.
 
     python benchmarks/bench_diffrec_ml1m.py            # all runs
-    python benchmarks/bench_diffrec_ml1m.py --only plugin
+    python benchmarks/bench_diffrec_ml1m.py --only plugin L-plugin-release-emb
+    python benchmarks/bench_diffrec_ml1m.py --force    # ignore cached results
+
+RecBole's own LDiffRec imports kmeans_pytorch without declaring it:
+`pip install kmeans-pytorch==0.3` before running the L-recbole run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -46,25 +52,101 @@ OFFICIAL = {
     "seed": 2020,
 }
 
+# The official L-DiffRec ml-1m_clean settings, as named by issue #3.
+OFFICIAL_L = {
+    **{k: v for k, v in OFFICIAL.items() if k not in ("learning_rate",)},
+    "lr1": 1e-3,
+    "lr2": 5e-4,
+    "n_cate": 2,
+    "in_dims": [300],
+    "out_dims": [],
+    "lamda": 0.03,
+    "dims_dnn": [300],
+    "noise_max": 0.02,
+    "beta_fixed": False,
+}
+RELEASE_EMB = str(ROOT.parent / "shared" / "datasets" / "ml-1m_clean" / "item_emb.npy")
+FILE_EMB = {"item_emb_source": "file", "item_emb_path": RELEASE_EMB}
+
 RUNS = {
-    # name: (model, extra settings, note)
+    # name: (model, settings, note)
     "plugin": (
         "DiffRec",
-        {"dims_dnn": [200, 600]},
+        {**OFFICIAL, "dims_dnn": [200, 600]},
         "recbole_diffrec DiffRec; dims [200, 600] mirrored as in the official DNN "
         "(n -> 600 -> 200 -> 600 -> n)",
     ),
     "recbole": (
         "recbole.DiffRec",
-        {"dims_dnn": [200, 600], "mlp_act_func": "tanh"},
+        {**OFFICIAL, "dims_dnn": [200, 600], "mlp_act_func": "tanh"},
         "RecBole 1.2.1 DiffRec with dims_dnn [200, 600]: RecBole does not mirror, so "
         "this is n -> 200 -> 600 -> n, a smaller network than the official one",
     ),
     "recbole-same-net": (
         "recbole.DiffRec",
-        {"dims_dnn": [600, 200, 600], "mlp_act_func": "tanh"},
+        {**OFFICIAL, "dims_dnn": [600, 200, 600], "mlp_act_func": "tanh"},
         "RecBole 1.2.1 DiffRec with dims_dnn [600, 200, 600]: the official network "
         "(n -> 600 -> 200 -> 600 -> n)",
+    ),
+    "L-plugin-release-emb": (
+        "LDiffRec",
+        {**OFFICIAL_L, **FILE_EMB},
+        "recbole_diffrec LDiffRec, official settings, clusters from the release's "
+        "item_emb.npy (re-ordered to RecBole's item ids)",
+    ),
+    "L-plugin-lightgcn-emb": (
+        "LDiffRec",
+        {**OFFICIAL_L, "item_emb_source": "lightgcn"},
+        "recbole_diffrec LDiffRec, official settings, clusters from embeddings of a "
+        "RecBole LightGCN the plugin trains on the training split (50 epochs; its time "
+        "is included in time to result)",
+    ),
+    "T-plugin-0.1": (
+        "TDiffRec",
+        {**OFFICIAL, "dims_dnn": [200, 600], "w_min": 0.1, "w_max": 1.0},
+        "recbole_diffrec TDiffRec, DiffRec settings, (w_min, w_max) = (0.1, 1.0)",
+    ),
+    "T-plugin-0.5": (
+        "TDiffRec",
+        {**OFFICIAL, "dims_dnn": [200, 600], "w_min": 0.5, "w_max": 1.0},
+        "recbole_diffrec TDiffRec, DiffRec settings, (w_min, w_max) = (0.5, 1.0)",
+    ),
+    "LT-plugin-0.1": (
+        "LTDiffRec",
+        {**OFFICIAL_L, **FILE_EMB, "w_min": 0.1, "w_max": 1.0},
+        "recbole_diffrec LTDiffRec, L-DiffRec settings (release embeddings), "
+        "(w_min, w_max) = (0.1, 1.0)",
+    ),
+    "LT-plugin-0.5": (
+        "LTDiffRec",
+        {**OFFICIAL_L, **FILE_EMB, "w_min": 0.5, "w_max": 1.0},
+        "recbole_diffrec LTDiffRec, L-DiffRec settings (release embeddings), "
+        "(w_min, w_max) = (0.5, 1.0)",
+    ),
+    "L-recbole": (
+        "recbole.LDiffRec",
+        {
+            **{k: v for k, v in OFFICIAL_L.items() if k not in ("lr1", "lr2")},
+            "learning_rate": 1e-3,
+            "mlp_act_func": "tanh",
+            "ae_act_func": "tanh",
+        },
+        "RecBole 1.2.1 LDiffRec, official settings with one learning rate (RecBole has "
+        "no lr1/lr2); it reads item_emb.npy from the dataset folder by row position, "
+        "without RecBole's item-id remapping, and clusters with kmeans_pytorch",
+    ),
+    "T-recbole-0.1": (
+        "recbole.DiffRec",
+        {
+            **OFFICIAL,
+            "dims_dnn": [200, 600],
+            "mlp_act_func": "tanh",
+            "time-aware": True,
+            "w_min": 0.1,
+            "w_max": 1.0,
+        },
+        "RecBole 1.2.1 time-aware DiffRec (its T-DiffRec), dims_dnn [200, 600] (not "
+        "mirrored), (w_min, w_max) = (0.1, 1.0)",
     ),
 }
 
@@ -74,7 +156,7 @@ def worker(name: str, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from recbole_diffrec import get_model, get_trainer, run
 
-    model, extra, _ = RUNS[name]
+    model, settings, _ = RUNS[name]
     epoch_seconds, eval_seconds = [], []
 
     class TimedTrainer(get_trainer(get_model(model))):
@@ -95,7 +177,7 @@ def worker(name: str, out: Path) -> None:
         model,
         "ml-1m_clean",
         config_file_list=[str(DATASET_YAML)],
-        config_dict={**OFFICIAL, **extra},
+        config_dict=settings,
         saved=True,
         trainer_class=TimedTrainer,
     )
@@ -141,20 +223,27 @@ def table(rows) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+# (plugin run, RecBole run) pairs compared on speed
+PAIRS = [
+    ("plugin", "recbole"),
+    ("plugin", "recbole-same-net"),
+    ("L-plugin-release-emb", "L-recbole"),
+    ("T-plugin-0.1", "T-recbole-0.1"),
+]
+
+
 def ratios(rows) -> str:
     by = {r["name"]: r for r in rows}
-    if "plugin" not in by:
-        return ""
-    p = by["plugin"]
     out = [
-        "| plugin / other | s per epoch | s per full eval | time to result |",
+        "| plugin / RecBole | s per epoch | s per full eval | time to result |",
         "|---|---|---|---|",
     ]
-    for name, r in by.items():
-        if name == "plugin":
+    for plugin, other in PAIRS:
+        if plugin not in by or other not in by:
             continue
+        p, r = by[plugin], by[other]
         out.append(
-            f"| plugin / {name} | {p['epoch_seconds'] / r['epoch_seconds']:.2f} | "
+            f"| {plugin} / {other} | {p['epoch_seconds'] / r['epoch_seconds']:.2f} | "
             f"{p['test_eval_seconds'] / r['test_eval_seconds']:.2f} | "
             f"{p['time_to_result'] / r['time_to_result']:.2f} |"
         )
@@ -166,6 +255,7 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("--force", action="store_true", help="re-run cached results")
     parser.add_argument(
         "--report", default=str(ROOT / "benchmarks" / "diffrec_ml1m.md")
     )
@@ -176,28 +266,40 @@ def main() -> None:
 
     work = ROOT / "benchmarks" / "out"
     work.mkdir(parents=True, exist_ok=True)
-    rows = []
+    if any(RUNS[n][0] == "recbole.LDiffRec" for n in args.only):
+        # RecBole's LDiffRec loads <data_path>/<dataset>/item_emb.npy by row position.
+        target = ROOT / "dataset" / "ml-1m_clean" / "item_emb.npy"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(RELEASE_EMB, target)
     for name in args.only:
         out = work / f"diffrec_ml1m_{name}.json"
+        if out.is_file() and not args.force:
+            print(f"[{name}] cached: {out}", flush=True)
+            continue
         print(f"[{name}] training ...", flush=True)
         subprocess.run(
             [sys.executable, __file__, "--worker", name, "--out", str(out)],
             cwd=ROOT,
             check=True,
             stdout=subprocess.DEVNULL,
+            stderr=open(work / f"diffrec_ml1m_{name}.log", "w"),
         )
-        rows.append(json.loads(out.read_text()))
-        print(table(rows[-1:]), flush=True)
+        print(table([json.loads(out.read_text())]), flush=True)
 
+    rows = [
+        json.loads((work / f"diffrec_ml1m_{n}.json").read_text())
+        for n in RUNS
+        if (work / f"diffrec_ml1m_{n}.json").is_file()
+    ]
     command = "python " + " ".join(
         shlex.quote(a) for a in [str(Path(__file__).relative_to(ROOT)), *sys.argv[1:]]
     )
-    notes = "\n".join(f"- **{n}**: {RUNS[n][2]}" for n in args.only)
-    settings = ", ".join(f"{k}={v}" for k, v in OFFICIAL.items())
+    notes = "\n".join(f"- **{r['name']}**: {RUNS[r['name']][2]}" for r in rows)
     report = (
-        "# DiffRec on ml-1m_clean: plugin vs RecBole built-in\n\n"
-        f"Made by `{command}` on {platform.node()} ({platform.processor() or platform.machine()}, "
-        f"{__import__('os').cpu_count()} cores), one run after the other in one invocation.\n\n"
+        "# DiffRec family on ml-1m_clean: plugin vs RecBole built-in\n\n"
+        f"Made by `{command}` on {platform.node()} ({platform.machine()}, "
+        f"{os.cpu_count()} cores): every run in its own process, one after the other on "
+        "the same machine (results cached in benchmarks/out/; `--force` re-runs).\n\n"
         "Paper protocol (properties/dataset/ml-1m_clean.yaml): full ranking, training items "
         "masked at validation, training + validation items masked at test, selection on "
         "validation Recall@20 every 5 epochs, early stop as the official code. Test metrics "
@@ -207,8 +309,10 @@ def main() -> None:
         + table(rows)
         + "\n"
         + ratios(rows)
-        + "\nSettings: "
-        + settings
+        + "\nShared settings: "
+        + ", ".join(f"{k}={v}" for k, v in OFFICIAL.items())
+        + "; L-DiffRec runs: "
+        + ", ".join(f"{k}={v}" for k, v in OFFICIAL_L.items() if OFFICIAL.get(k) != v)
         + "\n\n"
         + notes
         + "\n"

@@ -9,7 +9,7 @@ input dtype when applied.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
@@ -73,6 +73,12 @@ def check_diffusion_settings(
         )
 
 
+def evenly_spaced_steps(steps: int, count: int) -> List[int]:
+    """``count`` step indices from 0 to steps - 1, evenly spaced (Improved DDPM)."""
+    stride = (steps - 1) / (count - 1) if count > 1 else 1
+    return sorted({round(i * stride) for i in range(count)})
+
+
 class GaussianDiffusion(nn.Module):
     """Forward noising, posterior, reverse inference and the training loss of DiffRec.
 
@@ -113,10 +119,21 @@ class GaussianDiffusion(nn.Module):
             steps=steps,
             timestep_sampler=timestep_sampler,
         )
+        self.settings = dict(
+            mean_type=mean_type,
+            noise_schedule=noise_schedule,
+            noise_scale=noise_scale,
+            noise_min=noise_min,
+            noise_max=noise_max,
+            beta_fixed=beta_fixed,
+        )
         self.mean_type = mean_type
         self.noise_schedule = noise_schedule
         self.noise_scale = float(noise_scale)
         self.steps = steps
+        # The step index the denoiser sees for each step of this chain (identity unless
+        # the chain was respaced for faster inference).
+        self.register_buffer("timestep_map", torch.arange(steps), persistent=False)
         self.sampler: ScheduleSampler = (
             LossSecondMomentSampler(steps, history_per_term, uniform_prob)
             if timestep_sampler == "importance"
@@ -137,10 +154,16 @@ class GaussianDiffusion(nn.Module):
                 f"noise_min={noise_min}, noise_max={noise_max}, steps={steps} gives betas "
                 "outside (0, 1]; lower noise_scale or noise_max"
             )
+        self._register_schedule(betas)
+
+    def _register_schedule(self, betas: torch.Tensor) -> None:
         alphas = 1.0 - betas
         alphas_cumprod = torch.cumprod(alphas, dim=0)
         alphas_cumprod_prev = torch.cat(
-            [torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]]
+            [
+                torch.ones(1, dtype=torch.float64, device=betas.device),
+                alphas_cumprod[:-1],
+            ]
         )
         posterior_variance = (
             betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
@@ -159,6 +182,10 @@ class GaussianDiffusion(nn.Module):
             (1.0 - alphas_cumprod_prev[1:]) ** 2 * alphas[1:]
         )
 
+        # log(0) at t = 0 is replaced by the t = 1 value, as in improved-diffusion; a one-step
+        # (respaced) chain has no t = 1 and never adds noise at t = 0, so its beta stands in.
+        first = posterior_variance[1:2] if len(betas) > 1 else betas[:1]
+        log_variance_clipped = torch.log(torch.cat([first, posterior_variance[1:]]))
         buffers: Dict[str, torch.Tensor] = {
             "betas": betas,
             "alphas_cumprod": alphas_cumprod,
@@ -168,10 +195,7 @@ class GaussianDiffusion(nn.Module):
             "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
             "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
             "posterior_variance": posterior_variance,
-            # log(0) at t = 0 is replaced by the t = 1 value, as in improved-diffusion.
-            "posterior_log_variance_clipped": torch.log(
-                torch.cat([posterior_variance[1:2], posterior_variance[1:]])
-            ),
+            "posterior_log_variance_clipped": log_variance_clipped,
             "posterior_mean_coef1": betas
             * alphas_cumprod_prev.sqrt()
             / (1.0 - alphas_cumprod),
@@ -184,11 +208,39 @@ class GaussianDiffusion(nn.Module):
         }
         for name, value in buffers.items():
             # Derived from the settings: not saved, rebuilt on construction.
-            self.register_buffer(name, value, persistent=False)
+            self.register_buffer(name, value.to(betas.device), persistent=False)
 
     @property
     def noisy(self) -> bool:
         return self.noise_scale != 0.0
+
+    def respaced(self, count: int) -> "GaussianDiffusion":
+        """A chain over ``count`` evenly spaced steps of this one, for faster inference.
+
+        As Improved DDPM's respacing: the kept steps keep their alpha_bar (new betas
+        1 - abar_s / abar_prev_kept) and the denoiser still sees the original step index.
+        ``count = steps`` gives this chain back unchanged.
+        """
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= self.steps
+        ):
+            raise ValueError(
+                f"inference_steps: got {count!r}; allowed: an integer in [1, steps={self.steps}]"
+            )
+        keep = evenly_spaced_steps(self.steps, count)
+        spaced = GaussianDiffusion(
+            **self.settings, steps=count, timestep_sampler="uniform"
+        )
+        spaced.timestep_map = torch.tensor(keep, device=self.timestep_map.device)
+        if self.noisy:
+            abar = self.alphas_cumprod[keep]
+            prev = torch.cat(
+                [torch.ones(1, dtype=abar.dtype, device=abar.device), abar[:-1]]
+            )
+            spaced._register_schedule(1.0 - abar / prev)
+        return spaced.to(self.timestep_map.device)
 
     @staticmethod
     def _at(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -236,7 +288,7 @@ class GaussianDiffusion(nn.Module):
     # ----------------------------------------------------------------- reverse process
     def p_mean_variance(self, model: Denoiser, x_t: torch.Tensor, t: torch.Tensor):
         """Apply the denoiser: mean and log variance of p(x_{t-1} | x_t) and the x_0 estimate."""
-        output = model(x_t, t)
+        output = model(x_t, self.timestep_map[t])
         pred_xstart = (
             output
             if self.mean_type == "x0"
@@ -281,7 +333,7 @@ class GaussianDiffusion(nn.Module):
         for i in reversed(range(self.steps)):
             t = torch.full((batch,), i, device=x_start.device, dtype=torch.long)
             if not self.noisy:
-                x_t = model(x_t, t)
+                x_t = model(x_t, self.timestep_map[t])
                 continue
             out = self.p_mean_variance(model, x_t, t)
             x_t = out["mean"]
@@ -317,7 +369,7 @@ class GaussianDiffusion(nn.Module):
         acc_b, c = 0.0, 1.0
         for i in reversed(range(self.steps)):
             t = torch.full((x_t.shape[0],), i, device=x_t.device, dtype=torch.long)
-            h = model.hidden_from_projection(z, t)
+            h = model.hidden_from_projection(z, self.timestep_map[t])
             a, b = coef_a[i], coef_b[i]
             acc_h = a * acc_h + b * h
             acc_b = a * acc_b + b
@@ -340,7 +392,7 @@ class GaussianDiffusion(nn.Module):
         t, pt = self.sampler.sample(batch, x_start.device)
         noise = torch.randn_like(x_start)
         x_t = self.q_sample(x_start, t, noise) if self.noisy else x_start
-        output = model(x_t, t)
+        output = model(x_t, self.timestep_map[t])
         target = x_start if self.mean_type == "x0" else noise
         mse = ((target - output) ** 2).mean(dim=1)
 

@@ -1,0 +1,715 @@
+"""The benchmark suite: regenerates benchmarks/RESULTS.md and its plots.
+
+    python benchmarks/suite.py                 # everything, reusing cached results
+    python benchmarks/suite.py --quick         # the whole pipeline on tiny generated data
+    python benchmarks/suite.py --sections accuracy steps
+
+Sections (settings in properties/experiment/ml1m_clean_suite.yaml):
+- accuracy: plugin diffusion models vs RecBole baselines on ml-1m_clean under the paper
+  protocol; baselines get a small grid on validation Recall@20, then every model runs with
+  every seed; test metrics as mean +- std.
+- speed: plugin vs RecBole built-in on the same settings (taken from the accuracy runs).
+- scale: DiffRec vs L-DiffRec on generated catalogues of growing size.
+- steps: DiffRec inference on respaced chains of fewer reverse steps.
+
+Every run is a subprocess writing one JSON file under the results folder; a run whose file
+exists is skipped, so an interrupted suite resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import platform
+import resource
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "properties" / "experiment" / "ml1m_clean_suite.yaml"
+SECTIONS = ("accuracy", "speed", "scale", "steps")
+METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+
+# --quick: tiny generated data and a couple of epochs, same pipeline.
+QUICK_OVERRIDES = {
+    "epochs": 2,
+    "eval_step": 1,
+    "steps": 5,
+    "dims_dnn": [32],
+    "in_dims": [16],
+    "item_emb_lightgcn": {"epochs": 1},
+    "embedding_size": 16,
+}
+
+
+# ---------------------------------------------------------------------------- spec
+def load_spec(quick: bool) -> Dict[str, Any]:
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["quick"] = quick
+    if quick:
+        spec["seeds"] = spec["seeds"][:2]
+        spec["inference_steps"] = [1, 2, 5]
+        spec["scale"].update(items=[500, 1000], batches=2, seconds_limit=120)
+        # RecBole's LDiffRec needs the undeclared kmeans_pytorch and a release embedding file.
+        spec["models"].pop("recbole.LDiffRec", None)
+        two_points = True  # the first grid keeps two points, to exercise the selection
+        for model in spec["models"].values():
+            grid = model.get("grid")
+            if grid:
+                small = {k: v[:1] for k, v in grid.items()}
+                if two_points:
+                    key = next(k for k, v in grid.items() if len(v) > 1)
+                    small[key] = grid[key][:2]
+                    two_points = False
+                model["grid"] = small
+    return spec
+
+
+def results_dir(quick: bool) -> Path:
+    return ROOT / "benchmarks" / ("out/quick" if quick else "results")
+
+
+def job_file(quick: bool, job: Dict[str, Any]) -> Path:
+    digest = hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:10]
+    label = "-".join(str(job[k]) for k in ("section", "name") if k in job)
+    extra = job.get("seed", job.get("items", ""))
+    return (
+        results_dir(quick)
+        / job["section"]
+        / f"{label}-{extra}-{digest}.json".replace("/", "_")
+    )
+
+
+# ---------------------------------------------------------------------------- data
+def quick_dataset(quick_dir: Path) -> Dict[str, Any]:
+    """A tiny generated dataset in the DiffRec release format (per-user time split)."""
+    sys.path.insert(0, str(ROOT))
+    from recbole_diffrec.synthetic import generate
+
+    release = quick_dir / "release"
+    if not (release / "test_list.npy").is_file():
+        users, items = generate(120, 90, 2400, seed=0, min_per_user=8)
+        order = np.lexsort((np.arange(len(users)), users))
+        users, items = users[order], items[order]
+        rank = np.arange(len(users)) - np.searchsorted(users, users)
+        counts = np.bincount(users)[users]
+        split = np.where(rank < counts * 0.7, 0, np.where(rank < counts * 0.9, 1, 2))
+        release.mkdir(parents=True, exist_ok=True)
+        for index, name in enumerate(("train", "valid", "test")):
+            pairs = np.column_stack([users[split == index], items[split == index]])
+            np.save(release / f"{name}_list.npy", pairs.astype(np.int64))
+    return {"release_path": str(release), "data_path": str(quick_dir / "data")}
+
+
+# ---------------------------------------------------------------------------- workers
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_config(spec: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, Any]:
+    settings = {**spec["common"], **job["settings"], "seed": job["seed"]}
+    if spec["quick"]:
+        settings.update(quick_dataset(results_dir(True)))
+        settings.update(QUICK_OVERRIDES)
+    return settings
+
+
+def accuracy_worker(spec, job) -> Dict[str, Any]:
+    from recbole_diffrec import get_model, get_trainer, run
+
+    epoch_seconds: List[float] = []
+    eval_seconds: List[float] = []
+
+    class TimedTrainer(get_trainer(get_model(job["model"]))):
+        def _train_epoch(self, *args, **kwargs):
+            start = time.perf_counter()
+            loss = super()._train_epoch(*args, **kwargs)
+            epoch_seconds.append(time.perf_counter() - start)
+            return loss
+
+        def evaluate(self, *args, **kwargs):
+            start = time.perf_counter()
+            result = super().evaluate(*args, **kwargs)
+            eval_seconds.append(time.perf_counter() - start)
+            return result
+
+    start = time.perf_counter()
+    result = run(
+        job["model"],
+        spec["dataset"] if not spec["quick"] else "quick-synth",
+        config_file_list=[str(ROOT / spec["dataset_config"])],
+        config_dict=run_config(spec, job),
+        saved=True,
+        trainer_class=TimedTrainer,
+    )
+    return {
+        "test": result["test_result"],
+        "valid": result["best_valid_result"],
+        "parameters": result["parameters"],
+        "epochs": len(epoch_seconds),
+        "epoch_seconds": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        "test_eval_seconds": eval_seconds[-1],
+        "time_to_result": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),
+        "model_file": result["model_file"],
+    }
+
+
+def steps_worker(spec, job) -> Dict[str, Any]:
+    from recbole_diffrec import get_trainer, load_model, run
+
+    trained = run(
+        "DiffRec",
+        spec["dataset"] if not spec["quick"] else "quick-synth",
+        config_file_list=[str(ROOT / spec["dataset_config"])],
+        config_dict=run_config(spec, job),
+        saved=True,
+    )
+    config, model, _, _, _, test_data = load_model(trained["model_file"])
+    trainer = get_trainer(type(model))(config, model)
+    points = []
+    for count in job["counts"]:
+        count = min(count, model.diffusion.steps)
+        model.respaced_diffusion = (
+            None if count == model.diffusion.steps else model.diffusion.respaced(count)
+        )
+        start = time.perf_counter()
+        result = trainer.evaluate(test_data, load_best_model=False)
+        points.append(
+            {
+                "steps": count,
+                "seconds": time.perf_counter() - start,
+                "test": dict(result),
+            }
+        )
+    return {"points": points, "trained_steps": model.diffusion.steps}
+
+
+def scale_worker(spec, job) -> Dict[str, Any]:
+    """Parameters, peak memory and training time per epoch on a generated catalogue."""
+    import torch
+
+    from recbole_diffrec.clustering import cluster_items, svd_embeddings
+    from recbole_diffrec.diffusion import GaussianDiffusion, MLPDenoiser
+    from recbole_diffrec.models.autoencoder import ClusteredVAE, multinomial_nll
+    from recbole_diffrec.models.base import SparseUserRows
+    from recbole_diffrec.synthetic import amazon_book_like, generate
+    import scipy.sparse as sp
+
+    scale = spec["scale"]
+    n_items = job["items"]
+    n_users, n_inter = amazon_book_like(n_items)
+    settings = scale[job["name"]]
+    batch = 400
+
+    # Parameter count and a memory estimate before allocating anything.
+    with torch.device("meta"):
+        if job["name"] == "DiffRec":
+            params = sum(
+                p.numel()
+                for p in MLPDenoiser.mirrored(
+                    n_items, settings["dims_dnn"], 10
+                ).parameters()
+            )
+        else:
+            labels = np.arange(n_items) % settings["n_cate"]
+            vae = ClusteredVAE(labels, settings["in_dims"][::-1], [])
+            params = sum(p.numel() for p in vae.parameters()) + sum(
+                p.numel()
+                for p in MLPDenoiser.mirrored(
+                    vae.latent_size, settings["dims_dnn"], 10
+                ).parameters()
+            )
+    # weights, gradients, two Adam moments, plus a few (batch x items) activations
+    estimate_gb = (params * 4 * 4 + batch * n_items * 4 * 8) / 1024**3
+    out = {
+        "items": n_items,
+        "users": n_users,
+        "interactions": n_inter,
+        "parameters": params,
+        "estimated_gb": estimate_gb,
+    }
+    if estimate_gb > scale["memory_limit_gb"]:
+        out.update(fits=False, reason=f"needs about {estimate_gb:.1f} GB (estimated)")
+        return out
+
+    limit = int(scale["memory_limit_gb"] * 1024**3)
+    resource.setrlimit(
+        resource.RLIMIT_AS, (limit + 8 * 1024**3, resource.RLIM_INFINITY)
+    )
+    try:
+        start = time.perf_counter()
+        users, items = generate(n_users, n_items, n_inter, seed=0)
+        matrix = sp.csr_matrix(
+            (np.ones(len(users), dtype=np.float32), (users, items)),
+            shape=(n_users, n_items),
+        )
+        out["generate_seconds"] = time.perf_counter() - start
+        rows = SparseUserRows(matrix)
+        diffusion = GaussianDiffusion("x0", "linear-var", 0.005, 0.005, 0.01, 40)
+        if job["name"] == "DiffRec":
+            denoiser = MLPDenoiser.mirrored(n_items, settings["dims_dnn"], 10)
+            modules = [denoiser]
+        else:
+            start = time.perf_counter()
+            labels = cluster_items(
+                svd_embeddings(matrix, 64, 0), settings["n_cate"], 0, n_init=1
+            )
+            out["cluster_seconds"] = time.perf_counter() - start
+            vae = ClusteredVAE(labels, settings["in_dims"][::-1], [])
+            denoiser = MLPDenoiser.mirrored(vae.latent_size, settings["dims_dnn"], 10)
+            modules = [vae, denoiser]
+        optimizer = torch.optim.AdamW(
+            [p for m in modules for p in m.parameters()], lr=1e-3, fused=True
+        )
+        generator = torch.Generator().manual_seed(0)
+        times = []
+        for step in range(scale["batches"] + 1):
+            users_batch = torch.randint(0, n_users, (batch,), generator=generator)
+            start = time.perf_counter()
+            optimizer.zero_grad()
+            x = rows(users_batch)
+            if job["name"] == "DiffRec":
+                loss = diffusion.training_losses(denoiser, x)["loss"].mean()
+            else:
+                grouped, latent, kl = vae.encode(x)
+                terms = diffusion.training_losses(denoiser, latent)
+                loss = (
+                    0.03 * terms["loss"].mean()
+                    + multinomial_nll(vae.decode(terms["pred_xstart"]), grouped)
+                    + 0.2 * kl
+                )
+            loss.backward()
+            optimizer.step()
+            if step > 0:  # the first batch pays one-off allocation costs
+                times.append(time.perf_counter() - start)
+            if sum(times) > scale["seconds_limit"]:
+                break
+        out.update(
+            fits=True,
+            seconds_per_batch=float(np.mean(times)),
+            seconds_per_epoch=float(np.mean(times)) * -(-n_users // batch),
+            timed_batches=len(times),
+            peak_rss_gb=peak_rss_mb() / 1024,
+        )
+    except (MemoryError, RuntimeError) as err:
+        if "memory" not in str(err).lower() and not isinstance(err, MemoryError):
+            raise
+        out.update(
+            fits=False,
+            reason=f"out of memory: {str(err)[:120]}",
+            peak_rss_gb=peak_rss_mb() / 1024,
+        )
+    return out
+
+
+WORKERS = {"accuracy": accuracy_worker, "steps": steps_worker, "scale": scale_worker}
+
+
+# ---------------------------------------------------------------------------- orchestration
+def execute(spec, jobs: List[Dict[str, Any]], label: str) -> None:
+    from tqdm import tqdm
+
+    pending = [j for j in jobs if not job_file(spec["quick"], j).is_file()]
+    bar = tqdm(
+        total=len(jobs), initial=len(jobs) - len(pending), desc=label, unit="run"
+    )
+    for job in pending:
+        path = job_file(spec["quick"], job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bar.set_postfix_str(
+            f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
+        )
+        log = path.with_suffix(".log")
+        with open(log, "w") as err:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--job", json.dumps(job)]
+                + (["--quick"] if spec["quick"] else []),
+                cwd=ROOT if not spec["quick"] else results_dir(True),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        if proc.returncode != 0:
+            bar.close()
+            raise SystemExit(f"run failed ({job}); see {log}")
+        bar.update(1)
+    bar.close()
+
+
+def read(spec, job) -> Dict[str, Any]:
+    return json.loads(job_file(spec["quick"], job).read_text())
+
+
+def accuracy_jobs(spec) -> Dict[str, Any]:
+    """Grid on the first seed for baselines, then every seed for each model's best setting."""
+    first = spec["seeds"][0]
+    grid_jobs, best = [], {}
+    for name, entry in spec["models"].items():
+        model = entry.get("model", name)
+        grid = entry.get("grid")
+        if grid:
+            keys = sorted(grid)
+            for values in itertools.product(*(grid[k] for k in keys)):
+                grid_jobs.append(
+                    {
+                        "section": "accuracy",
+                        "name": name,
+                        "model": model,
+                        "settings": dict(zip(keys, values)),
+                        "seed": first,
+                    }
+                )
+        else:
+            best[name] = (model, entry.get("settings", {}))
+    if "recbole.LDiffRec" in best and not spec["quick"]:
+        # RecBole's LDiffRec reads <data_path>/<dataset>/item_emb.npy by row position.
+        settings = yaml.safe_load((ROOT / spec["dataset_config"]).read_text())
+        source = ROOT / settings["release_path"] / "item_emb.npy"
+        target = ROOT / settings["data_path"] / spec["dataset"] / "item_emb.npy"
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+    execute(spec, grid_jobs, "accuracy grid")
+    chosen = {}
+    for job in grid_jobs:
+        score = read(spec, job)["valid"]["recall@20"]
+        if job["name"] not in chosen or score > chosen[job["name"]][0]:
+            chosen[job["name"]] = (score, job)
+    for name, (_, job) in chosen.items():
+        best[name] = (job["model"], job["settings"])
+    seed_jobs = {
+        name: [
+            {
+                "section": "accuracy",
+                "name": name,
+                "model": model,
+                "settings": settings,
+                "seed": s,
+            }
+            for s in spec["seeds"]
+        ]
+        for name, (model, settings) in best.items()
+    }
+    execute(spec, [j for jobs in seed_jobs.values() for j in jobs], "accuracy seeds")
+    return {"seed_jobs": seed_jobs, "grid_jobs": grid_jobs, "best": best}
+
+
+def steps_job(spec) -> Dict[str, Any]:
+    job = {
+        "section": "steps",
+        "name": "DiffRec",
+        "settings": {},
+        "seed": spec["seeds"][0],
+        "counts": spec["inference_steps"],
+    }
+    execute(spec, [job], "steps")
+    return job
+
+
+def scale_jobs(spec) -> List[Dict[str, Any]]:
+    jobs = [
+        {"section": "scale", "name": name, "items": n}
+        for n in spec["scale"]["items"]
+        for name in ("DiffRec", "LDiffRec")
+    ]
+    execute(spec, jobs, "scale")
+    return jobs
+
+
+# ---------------------------------------------------------------------------- report
+def fmt(values: List[float]) -> str:
+    return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+
+def accuracy_section(spec, acc, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    rows = {}
+    for name, jobs in acc["seed_jobs"].items():
+        results = [read(spec, j) for j in jobs]
+        rows[name] = {m: [r["test"][m] for r in results] for m in METRICS}
+    winners = {m: max(rows, key=lambda n: np.mean(rows[n][m])) for m in METRICS}
+    lines = [
+        "| model | setting (grid winner) | "
+        + " | ".join(f"test {m}" for m in METRICS)
+        + " |",
+        "|---|---|" + "---|" * len(METRICS),
+    ]
+    for name, metrics in rows.items():
+        model, settings = acc["best"][name]
+        cells = []
+        for m in METRICS:
+            cell = fmt(metrics[m])
+            cells.append(f"**{cell}**" if winners[m] == name else cell)
+        setting = (
+            ", ".join(f"{k}={v}" for k, v in settings.items())
+            if name in {j["name"] for j in acc["grid_jobs"]}
+            else "official / plugin defaults"
+        )
+        lines.append(f"| {name} | {setting} | " + " | ".join(cells) + " |")
+    diffusion = [n for n in rows if "DiffRec" in n and not n.startswith("recbole.")]
+    baselines = [n for n in rows if n not in diffusion]
+    best_diff = max(diffusion, key=lambda n: np.mean(rows[n]["ndcg@20"]))
+    best_base = max(baselines, key=lambda n: np.mean(rows[n]["ndcg@20"]))
+    gap = np.mean(rows[best_diff]["ndcg@20"]) - np.mean(rows[best_base]["ndcg@20"])
+    verdict = f"The plugin's best diffusion model ({best_diff}) " + (
+        f"beats every baseline on test NDCG@20 (by {gap:+.4f} over {best_base})."
+        if gap >= 0
+        else f"is beaten on test NDCG@20 by {best_base} ({gap:+.4f})."
+    )
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    names = list(rows)
+    width = 0.2
+    for k, m in enumerate(METRICS):
+        ax.bar(
+            np.arange(len(names)) + (k - 1.5) * width,
+            [np.mean(rows[n][m]) for n in names],
+            width,
+            yerr=[np.std(rows[n][m]) for n in names],
+            label=m,
+            capsize=2,
+        )
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("test metric (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(figures / "accuracy.png", dpi=120)
+    plt.close(fig)
+    return (
+        "## Accuracy on ml-1m_clean (paper protocol)\n\n"
+        f"Seeds {spec['seeds']}; baselines searched on validation Recall@20 (grids in "
+        f"`{SPEC.relative_to(ROOT)}`). Bold: the best mean in each column.\n\n"
+        + "\n".join(lines)
+        + f"\n\n{verdict}\n\n![accuracy](figures/accuracy.png)\n"
+    )
+
+
+def speed_section(spec, acc, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    first = spec["seeds"][0]
+    by_name = {
+        n: read(spec, next(j for j in jobs if j["seed"] == first))
+        for n, jobs in acc["seed_jobs"].items()
+    }
+    lines = [
+        "| plugin | RecBole | params | s / epoch | s / full eval | time to result (s) | "
+        "peak RSS (MB) | ratio epoch | ratio eval | ratio result | ratio memory |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    labels, ratios = [], []
+    for plugin, builtin in spec["speed_pairs"]:
+        if plugin not in by_name or builtin not in by_name:
+            continue
+        p, r = by_name[plugin], by_name[builtin]
+        rr = [
+            p["epoch_seconds"] / r["epoch_seconds"],
+            p["test_eval_seconds"] / r["test_eval_seconds"],
+            p["time_to_result"] / r["time_to_result"],
+            p["peak_rss_mb"] / r["peak_rss_mb"],
+        ]
+        lines.append(
+            f"| {plugin} | {builtin} | {p['parameters']:,} / {r['parameters']:,} | "
+            f"{p['epoch_seconds']:.2f} / {r['epoch_seconds']:.2f} | "
+            f"{p['test_eval_seconds']:.1f} / {r['test_eval_seconds']:.1f} | "
+            f"{p['time_to_result']:.0f} / {r['time_to_result']:.0f} | "
+            f"{p['peak_rss_mb']:.0f} / {r['peak_rss_mb']:.0f} | "
+            + " | ".join(f"{x:.2f}" for x in rr)
+            + " |"
+        )
+        labels.append(plugin)
+        ratios.append(rr)
+    if ratios:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ratios_arr = np.array(ratios)
+        for k, name in enumerate(
+            ["epoch", "full eval", "time to result", "peak memory"]
+        ):
+            ax.bar(
+                np.arange(len(labels)) + (k - 1.5) * 0.2,
+                ratios_arr[:, k],
+                0.2,
+                label=name,
+            )
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(labels)), labels)
+        ax.set_ylabel("plugin / RecBole (lower is better)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(figures / "speed.png", dpi=120)
+        plt.close(fig)
+    return (
+        "## Speed and memory: plugin vs RecBole built-in, same settings\n\n"
+        f"From the accuracy runs with seed {first}, all in one suite run on the same machine "
+        "(cells: plugin / RecBole). Ratios are the headline; absolute times are noisy.\n\n"
+        + "\n".join(lines)
+        + "\n\n![speed](figures/speed.png)\n"
+    )
+
+
+def scale_section(spec, jobs, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    results = [(j, read(spec, j)) for j in jobs]
+    lines = [
+        "| items | users | interactions | model | params | fits in "
+        f"{spec['scale']['memory_limit_gb']} GB | peak RSS (GB) | s / epoch (extrapolated) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for job, r in results:
+        lines.append(
+            f"| {r['items']:,} | {r['users']:,} | {r['interactions']:,} | {job['name']} | "
+            f"{r['parameters']:,} | {'yes' if r['fits'] else 'no: ' + r['reason']} | "
+            f"{r.get('peak_rss_gb', float('nan')):.1f} | "
+            f"{r.get('seconds_per_epoch', float('nan')):.0f} |"
+        )
+    no_fit = [
+        r["items"] for j, r in results if j["name"] == "DiffRec" and not r["fits"]
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for name in ("DiffRec", "LDiffRec"):
+        pts = [r for j, r in results if j["name"] == name]
+        items = [r["items"] for r in pts]
+        axes[0].plot(items, [r["parameters"] for r in pts], "o-", label=name)
+        fit = [r for r in pts if r["fits"]]
+        axes[1].plot(
+            [r["items"] for r in fit], [r["peak_rss_gb"] for r in fit], "o-", label=name
+        )
+        axes[2].plot(
+            [r["items"] for r in fit],
+            [r["seconds_per_epoch"] for r in fit],
+            "o-",
+            label=name,
+        )
+    for ax, title in zip(axes, ["parameters", "peak RSS (GB)", "s / epoch"]):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("items")
+        ax.set_title(title)
+        ax.legend()
+    axes[1].axhline(spec["scale"]["memory_limit_gb"], color="red", linestyle="--")
+    fig.tight_layout()
+    fig.savefig(figures / "scale.png", dpi=120)
+    plt.close(fig)
+    where = (
+        f"DiffRec no longer fits from {min(no_fit):,} items."
+        if no_fit
+        else "DiffRec fits at every size measured."
+    )
+    return (
+        "## Scale: generated catalogues at Amazon-book's density\n\n"
+        f"DiffRec {spec['scale']['DiffRec']} vs L-DiffRec {spec['scale']['LDiffRec']}; "
+        f"seconds per epoch extrapolated from {spec['scale']['batches']} timed batches of 400 "
+        f"users. {where}\n\n" + "\n".join(lines) + "\n\n![scale](figures/scale.png)\n"
+    )
+
+
+def steps_section(spec, job, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    r = read(spec, job)
+    full = (
+        next(p for p in r["points"] if p["steps"] == r["trained_steps"])
+        if any(p["steps"] == r["trained_steps"] for p in r["points"])
+        else r["points"][-1]
+    )
+    lines = [
+        "| reverse steps | test NDCG@20 | change vs all steps | s / full eval |",
+        "|---|---|---|---|",
+    ]
+    for p in r["points"]:
+        change = p["test"]["ndcg@20"] / full["test"]["ndcg@20"] - 1
+        lines.append(
+            f"| {p['steps']} | {p['test']['ndcg@20']:.4f} | {change:+.2%} | {p['seconds']:.1f} |"
+        )
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [p["steps"] for p in r["points"]]
+    ax.plot(steps, [p["test"]["ndcg@20"] for p in r["points"]], "o-", color="tab:blue")
+    ax.set_xlabel("reverse steps at inference")
+    ax.set_ylabel("test NDCG@20", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [p["seconds"] for p in r["points"]], "s--", color="tab:orange")
+    ax2.set_ylabel("s / full evaluation", color="tab:orange")
+    fig.tight_layout()
+    fig.savefig(figures / "steps.png", dpi=120)
+    plt.close(fig)
+    return (
+        "## Fewer reverse steps at inference (DiffRec)\n\n"
+        f"One DiffRec trained with {r['trained_steps']} steps, evaluated on respaced chains "
+        "(`inference_steps`; the full chain is the default).\n\n"
+        + "\n".join(lines)
+        + "\n\n![steps](figures/steps.png)\n"
+    )
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny data, a couple of epochs"
+    )
+    parser.add_argument(
+        "--sections", nargs="*", choices=SECTIONS, default=list(SECTIONS)
+    )
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    spec = load_spec(args.quick)
+    if args.job:
+        sys.path.insert(0, str(ROOT))
+        job = json.loads(args.job)
+        result = WORKERS[job["section"]](spec, job)
+        path = job_file(args.quick, job)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps({"job": job, **result}, indent=1))
+        os.replace(partial, path)
+        return
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out_dir = results_dir(args.quick).parent if args.quick else ROOT / "benchmarks"
+    report_path = (
+        (results_dir(True) / "RESULTS.md") if args.quick else out_dir / "RESULTS.md"
+    )
+    figures = report_path.parent / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    parts = []
+    acc = accuracy_jobs(spec) if {"accuracy", "speed"} & set(args.sections) else None
+    if "accuracy" in args.sections:
+        parts.append(accuracy_section(spec, acc, figures))
+    if "speed" in args.sections:
+        parts.append(speed_section(spec, acc, figures))
+    if "scale" in args.sections:
+        parts.append(scale_section(spec, scale_jobs(spec), figures))
+    if "steps" in args.sections:
+        parts.append(steps_section(spec, steps_job(spec), figures))
+    command = "python " + " ".join(
+        shlex.quote(a) for a in ["benchmarks/suite.py", *sys.argv[1:]]
+    )
+    header = (
+        "# Benchmark results\n\n"
+        f"Regenerated by `{command}` on {platform.machine()} with {os.cpu_count()} cores "
+        f"from the cached runs in `{results_dir(args.quick).relative_to(ROOT)}/`"
+        + (
+            " (QUICK MODE: tiny generated data, numbers are meaningless)"
+            if args.quick
+            else ""
+        )
+        + ".\n\n"
+    )
+    report_path.write_text(header + "\n".join(parts))
+    print(f"wrote {report_path}")
+
+
+if __name__ == "__main__":
+    main()
