@@ -98,7 +98,7 @@ RUNS = {
         "LDiffRec",
         {**OFFICIAL_L, "item_emb_source": "lightgcn"},
         "recbole_diffrec LDiffRec, official settings, clusters from embeddings of a "
-        "RecBole LightGCN the plugin trains on the training split (50 epochs; its time "
+        "RecBole LightGCN the plugin trains on the training split (20 epochs; its time "
         "is included in time to result)",
     ),
     "T-plugin-0.1": (

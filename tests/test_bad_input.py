@@ -25,6 +25,8 @@ from recbole_diffrec.convert import convert_release
         ({"dims_dnn": [200.5]}, "dims_dnn"),
         ({"embedding_size": 0}, "embedding_size"),
         ({"timestep_sampler": "lossaware"}, "timestep_sampler"),
+        ({"steps": 10, "inference_steps": 11}, "inference_steps"),
+        ({"inference_steps": 0}, "inference_steps"),
     ],
 )
 def test_bad_model_settings_fail_before_loading_data(workdir, settings, key):

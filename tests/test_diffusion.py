@@ -192,3 +192,37 @@ def test_eps_loss_uses_reconstruction_at_step_zero():
 def test_invalid_settings_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         GaussianDiffusion(**kwargs)
+
+
+def test_respaced_chain_keeps_alpha_bar_at_the_kept_steps():
+    from recbole_diffrec.diffusion.gaussian_diffusion import evenly_spaced_steps
+
+    assert evenly_spaced_steps(40, 1) == [0]
+    assert evenly_spaced_steps(40, 2) == [0, 39]
+    assert evenly_spaced_steps(40, 5) == [0, 10, 20, 29, 39]
+    d = GaussianDiffusion("x0", "linear-var", 0.005, 0.005, 0.01, 40)
+    spaced = d.respaced(5)
+    assert spaced.steps == 5 and spaced.timestep_map.tolist() == [0, 10, 20, 29, 39]
+    torch.testing.assert_close(spaced.alphas_cumprod, d.alphas_cumprod[[0, 10, 20, 29, 39]])
+    with pytest.raises(ValueError, match="inference_steps"):
+        d.respaced(41)
+
+
+def test_respaced_chain_with_all_steps_is_the_full_chain_and_feeds_original_steps():
+    torch.manual_seed(0)
+    d = GaussianDiffusion("x0", "linear-var", 0.05, 0.005, 0.01, 10)
+    m = MLPDenoiser.mirrored(30, [8], 4).eval()
+    x = (torch.rand(5, 30) < 0.2).float()
+    torch.testing.assert_close(d.respaced(10).p_sample(m, x), d.p_sample(m, x))
+    seen = []
+
+    class Recorder(ConstantDenoiser):
+        def forward(self, x, t):
+            seen.append(int(t[0]))
+            return super().forward(x, t)
+
+    d.respaced(3).p_sample(Recorder(torch.zeros(1, 30)), x)
+    assert seen == [9, 4, 0] or seen == [9, 5, 0]
+    # A one-step chain is the denoiser's x0 estimate at step 0.
+    one = d.respaced(1).p_sample(ConstantDenoiser(torch.full((1, 30), 0.3)), x)
+    torch.testing.assert_close(one, torch.full((5, 30), 0.3), atol=1e-5, rtol=0)
