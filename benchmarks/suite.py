@@ -499,7 +499,7 @@ def accuracy_section(spec, acc, figures: Path) -> str:
     fig.savefig(figures / "accuracy.png", dpi=120)
     plt.close(fig)
     return (
-        "## Accuracy on ml-1m_clean (paper protocol)\n\n"
+        f"## Accuracy on {'quick-synth' if spec['quick'] else spec['dataset']} (paper protocol)\n\n"
         f"Seeds {spec['seeds']}; baselines searched on validation Recall@20 (grids in "
         f"`{SPEC.relative_to(ROOT)}`). Bold: the best mean in each column.\n\n"
         + "\n".join(lines)
