@@ -439,6 +439,14 @@ def scale_jobs(spec) -> List[Dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------- report
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def fmt(values: List[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
@@ -495,9 +503,7 @@ def accuracy_section(spec, acc, figures: Path) -> str:
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("test metric (mean ± std over seeds)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(figures / "accuracy.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, figures / "accuracy.png")
     return (
         f"## Accuracy on {'quick-synth' if spec['quick'] else spec['dataset']} (paper protocol)\n\n"
         f"Seeds {spec['seeds']}; baselines searched on validation Recall@20 (grids in "
@@ -558,9 +564,7 @@ def speed_section(spec, acc, figures: Path) -> str:
         ax.set_xticks(np.arange(len(labels)), labels)
         ax.set_ylabel("plugin / RecBole (lower is better)")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(figures / "speed.png", dpi=120)
-        plt.close(fig)
+        save_figure(fig, figures / "speed.png")
     return (
         "## Speed and memory: plugin vs RecBole built-in, same settings\n\n"
         f"From the accuracy runs with seed {first}, all in one suite run on the same machine "
@@ -611,9 +615,7 @@ def scale_section(spec, jobs, figures: Path) -> str:
         ax.set_title(title)
         ax.legend()
     axes[1].axhline(spec["scale"]["memory_limit_gb"], color="red", linestyle="--")
-    fig.tight_layout()
-    fig.savefig(figures / "scale.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, figures / "scale.png")
     where = (
         f"DiffRec no longer fits from {min(no_fit):,} items."
         if no_fit
@@ -653,9 +655,7 @@ def steps_section(spec, job, figures: Path) -> str:
     ax2 = ax.twinx()
     ax2.plot(steps, [p["seconds"] for p in r["points"]], "s--", color="tab:orange")
     ax2.set_ylabel("s / full evaluation", color="tab:orange")
-    fig.tight_layout()
-    fig.savefig(figures / "steps.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, figures / "steps.png")
     return (
         "## Fewer reverse steps at inference (DiffRec)\n\n"
         f"One DiffRec trained with {r['trained_steps']} steps, evaluated on respaced chains "

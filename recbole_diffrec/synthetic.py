@@ -46,7 +46,11 @@ def generate(
     min_per_user: int = 1,
 ) -> Tuple[np.ndarray, np.ndarray]:
     """Distinct (user, item) pairs, users 0..n_users-1 and items 0..n_items-1, shuffled."""
-    for key, value in (("users", n_users), ("items", n_items), ("interactions", n_interactions)):
+    for key, value in (
+        ("users", n_users),
+        ("items", n_items),
+        ("interactions", n_interactions),
+    ):
         if value < 1:
             raise ValueError(f"{key}: got {value}; allowed: >= 1")
     if n_interactions > n_users * n_items:
@@ -74,20 +78,26 @@ def generate(
         if missing <= 0:
             break
         draw = int(missing * 1.2) + 16
-        new = rng.choice(n_users, size=draw, p=user_p).astype(np.int64) * n_items + rng.choice(
-            n_items, size=draw, p=item_p
-        )
+        new = rng.choice(n_users, size=draw, p=user_p).astype(
+            np.int64
+        ) * n_items + rng.choice(n_items, size=draw, p=item_p)
         fresh = np.setdiff1d(np.unique(new), keys, assume_unique=True)
         fresh = rng.permutation(fresh)[:missing]
         keys = np.union1d(keys, fresh)
     else:
-        raise RuntimeError("could not draw enough distinct interactions; lower the density")
+        raise RuntimeError(
+            "could not draw enough distinct interactions; lower the density"
+        )
     keys = rng.permutation(keys)
     return user_ids[keys // n_items], item_ids[keys % n_items]
 
 
 def write_atomic(
-    users: np.ndarray, items: np.ndarray, output: os.PathLike, name: Optional[str] = None, seed: int = 0
+    users: np.ndarray,
+    items: np.ndarray,
+    output: os.PathLike,
+    name: Optional[str] = None,
+    seed: int = 0,
 ) -> Path:
     """Write ``<output>/<name>.inter`` (RecBole atomic file) with random timestamps."""
     output = Path(output)
@@ -105,14 +115,22 @@ def write_atomic(
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--users", type=int, default=None, help="default: Amazon-book density")
+    parser.add_argument(
+        "--users", type=int, default=None, help="default: Amazon-book density"
+    )
     parser.add_argument("--items", type=int, required=True)
-    parser.add_argument("--interactions", type=int, default=None, help="default: Amazon-book density")
+    parser.add_argument(
+        "--interactions", type=int, default=None, help="default: Amazon-book density"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", required=True, help="folder; the dataset is named after it")
+    parser.add_argument(
+        "--output", required=True, help="folder; the dataset is named after it"
+    )
     args = parser.parse_args(argv)
     users, interactions = amazon_book_like(args.items)
-    u, i = generate(args.users or users, args.items, args.interactions or interactions, args.seed)
+    u, i = generate(
+        args.users or users, args.items, args.interactions or interactions, args.seed
+    )
     print(write_atomic(u, i, args.output, seed=args.seed))
 
 

@@ -110,15 +110,7 @@ class GaussianDiffusion(nn.Module):
         uniform_prob: float = 0.001,
     ):
         super().__init__()
-        check_diffusion_settings(
-            mean_type=mean_type,
-            noise_schedule=noise_schedule,
-            noise_scale=noise_scale,
-            noise_min=noise_min,
-            noise_max=noise_max,
-            steps=steps,
-            timestep_sampler=timestep_sampler,
-        )
+        # What respaced() needs to rebuild this process with another number of steps.
         self.settings = dict(
             mean_type=mean_type,
             noise_schedule=noise_schedule,
@@ -126,6 +118,11 @@ class GaussianDiffusion(nn.Module):
             noise_min=noise_min,
             noise_max=noise_max,
             beta_fixed=beta_fixed,
+        )
+        check_diffusion_settings(
+            **{k: v for k, v in self.settings.items() if k != "beta_fixed"},
+            steps=steps,
+            timestep_sampler=timestep_sampler,
         )
         self.mean_type = mean_type
         self.noise_schedule = noise_schedule
