@@ -154,23 +154,11 @@ RUNS = {
 def worker(name: str, out: Path) -> None:
     """Train and test one model; write its measurements as JSON."""
     sys.path.insert(0, str(ROOT))
-    from recbole_diffrec import get_model, get_trainer, run
+    from recbole_diffrec import run
+    from suite import timed_trainer  # benchmarks/ is on sys.path when run as a script
 
     model, settings, _ = RUNS[name]
-    epoch_seconds, eval_seconds = [], []
-
-    class TimedTrainer(get_trainer(get_model(model))):
-        def _train_epoch(self, *args, **kwargs):
-            start = time.perf_counter()
-            loss = super()._train_epoch(*args, **kwargs)
-            epoch_seconds.append(time.perf_counter() - start)
-            return loss
-
-        def evaluate(self, eval_data, *args, **kwargs):
-            start = time.perf_counter()
-            result = super().evaluate(eval_data, *args, **kwargs)
-            eval_seconds.append((time.perf_counter() - start, len(eval_data.uid_list)))
-            return result
+    TimedTrainer, epoch_seconds, eval_seconds = timed_trainer(model)
 
     start = time.perf_counter()
     result = run(

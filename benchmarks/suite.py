@@ -135,25 +135,34 @@ def run_config(spec: Dict[str, Any], job: Dict[str, Any]) -> Dict[str, Any]:
     return settings
 
 
-def accuracy_worker(spec, job) -> Dict[str, Any]:
-    from recbole_diffrec import get_model, get_trainer, run
+def timed_trainer(model: str):
+    """The model's trainer, recording seconds per training epoch and, per evaluation,
+    ``(seconds, users evaluated)``. Returns ``(trainer class, epochs, evaluations)``."""
+    from recbole_diffrec import get_model, get_trainer
 
     epoch_seconds: List[float] = []
-    eval_seconds: List[float] = []
+    evaluations: List[tuple] = []
 
-    class TimedTrainer(get_trainer(get_model(job["model"]))):
+    class TimedTrainer(get_trainer(get_model(model))):
         def _train_epoch(self, *args, **kwargs):
             start = time.perf_counter()
             loss = super()._train_epoch(*args, **kwargs)
             epoch_seconds.append(time.perf_counter() - start)
             return loss
 
-        def evaluate(self, *args, **kwargs):
+        def evaluate(self, eval_data, *args, **kwargs):
             start = time.perf_counter()
-            result = super().evaluate(*args, **kwargs)
-            eval_seconds.append(time.perf_counter() - start)
+            result = super().evaluate(eval_data, *args, **kwargs)
+            evaluations.append((time.perf_counter() - start, len(eval_data.uid_list)))
             return result
 
+    return TimedTrainer, epoch_seconds, evaluations
+
+
+def accuracy_worker(spec, job) -> Dict[str, Any]:
+    from recbole_diffrec import run
+
+    TimedTrainer, epoch_seconds, evaluations = timed_trainer(job["model"])
     start = time.perf_counter()
     result = run(
         job["model"],
@@ -169,7 +178,7 @@ def accuracy_worker(spec, job) -> Dict[str, Any]:
         "parameters": result["parameters"],
         "epochs": len(epoch_seconds),
         "epoch_seconds": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
-        "test_eval_seconds": eval_seconds[-1],
+        "test_eval_seconds": evaluations[-1][0],
         "time_to_result": time.perf_counter() - start,
         "peak_rss_mb": peak_rss_mb(),
         "model_file": result["model_file"],

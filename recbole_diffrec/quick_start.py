@@ -37,7 +37,9 @@ def run(
     """Train ``model`` on ``dataset`` with RecBole's pipeline; evaluate the best model on test.
 
     ``saved`` defaults to the ``saved`` setting (True); ``trainer_class`` replaces the
-    trainer :func:`get_trainer` picks (e.g. one that records timings). Returns a dict with the best validation score and results, the test results, the
+    trainer :func:`get_trainer` picks (e.g. one that records timings).
+
+    Returns a dict with the best validation score and results, the test results, the
     checkpoint path (when ``saved``), the parameter count and timings.
     """
     config = Config(model, dataset, config_file_list, config_dict)

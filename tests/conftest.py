@@ -1,7 +1,22 @@
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_PROTOCOL_YAML = str(ROOT / "properties" / "dataset" / "ml-1m_clean.yaml")
+
+
+def release_settings(folder, workdir, **extra):
+    """config_dict for a release-format fixture run with the ml-1m_clean protocol yaml."""
+    return {
+        "release_path": str(folder),
+        "data_path": str(workdir / "data"),
+        "state": "WARNING",
+        **extra,
+    }
+
 
 # Settings that keep end-to-end runs on ml-100k to a few seconds.
 FAST = {

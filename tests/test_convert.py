@@ -1,15 +1,11 @@
 """DiffRec release -> RecBole atomic files, and back through RecBole's loader."""
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
-from conftest import make_release
+from conftest import PAPER_PROTOCOL_YAML, make_release, release_settings
 from recbole_diffrec import Config
 from recbole_diffrec.convert import convert_release, main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_inter(path):
@@ -63,12 +59,8 @@ def test_recbole_loads_the_converted_split_as_is(workdir, release):
     config = Config(
         "DiffRec",
         "toy",
-        config_file_list=[str(ROOT / "properties" / "dataset" / "ml-1m_clean.yaml")],
-        config_dict={
-            "release_path": str(folder),
-            "data_path": str(workdir / "data"),
-            "state": "WARNING",
-        },
+        config_file_list=[PAPER_PROTOCOL_YAML],
+        config_dict=release_settings(folder, workdir),
     )
     from recbole.data import create_dataset
 

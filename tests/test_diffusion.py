@@ -203,7 +203,9 @@ def test_respaced_chain_keeps_alpha_bar_at_the_kept_steps():
     d = GaussianDiffusion("x0", "linear-var", 0.005, 0.005, 0.01, 40)
     spaced = d.respaced(5)
     assert spaced.steps == 5 and spaced.timestep_map.tolist() == [0, 10, 20, 29, 39]
-    torch.testing.assert_close(spaced.alphas_cumprod, d.alphas_cumprod[[0, 10, 20, 29, 39]])
+    torch.testing.assert_close(
+        spaced.alphas_cumprod, d.alphas_cumprod[[0, 10, 20, 29, 39]]
+    )
     with pytest.raises(ValueError, match="inference_steps"):
         d.respaced(41)
 

@@ -1,15 +1,13 @@
 """The paper's protocol through RecBole equals a direct computation on a small fixture."""
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import PAPER_PROTOCOL_YAML, release_settings
 from recbole_diffrec import load_model, run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_metrics(ranked, truth, k):
@@ -29,17 +27,16 @@ def test_paper_protocol_metrics_equal_direct_computation(workdir, release):
     result = run(
         "DiffRec",
         "toy",
-        config_file_list=[str(ROOT / "properties" / "dataset" / "ml-1m_clean.yaml")],
-        config_dict={
-            "release_path": str(folder),
-            "data_path": str(workdir / "data"),
-            "epochs": 10,
-            "steps": 5,
-            "dims_dnn": [32],
-            "train_batch_size": 8,
-            "state": "WARNING",
-            "show_progress": False,
-        },
+        config_file_list=[PAPER_PROTOCOL_YAML],
+        config_dict=release_settings(
+            folder,
+            workdir,
+            epochs=10,
+            steps=5,
+            dims_dnn=[32],
+            train_batch_size=8,
+            show_progress=False,
+        ),
         saved=True,
     )
     config, model, dataset, *_ = load_model(result["model_file"])

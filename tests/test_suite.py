@@ -9,7 +9,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_suite(results):
     return subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick", "--results", str(results)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "suite.py"),
+            "--quick",
+            "--results",
+            str(results),
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -21,14 +27,30 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     first = run_suite(results)
     assert first.returncode == 0, first.stderr[-3000:]
     report = (results / "RESULTS.md").read_text()
-    for heading in ("## Accuracy", "## Speed and memory", "## Scale", "## Fewer reverse steps"):
+    for heading in (
+        "## Accuracy",
+        "## Speed and memory",
+        "## Scale",
+        "## Fewer reverse steps",
+    ):
         assert heading in report
     for figure in ("accuracy", "speed", "scale", "steps"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f"figures/{figure}.png" in report
     assert "QUICK MODE" in report
     # Every model of the suite has a row, with mean +- std over the seeds.
-    for model in ("BPR", "LightGCN", "MultiVAE", "CDAE", "EASE", "DiffRec", "LDiffRec", "TDiffRec", "LTDiffRec", "recbole.DiffRec"):
+    for model in (
+        "BPR",
+        "LightGCN",
+        "MultiVAE",
+        "CDAE",
+        "EASE",
+        "DiffRec",
+        "LDiffRec",
+        "TDiffRec",
+        "LTDiffRec",
+        "recbole.DiffRec",
+    ):
         assert f"| {model} |" in report
     assert "±" in report
 

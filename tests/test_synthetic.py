@@ -38,7 +38,11 @@ def test_amazon_book_density():
 
 @pytest.mark.parametrize(
     "args, key",
-    [((10, 10, 101), "interactions"), ((0, 10, 5), "users"), ((10, 10, 5), "interactions")],
+    [
+        ((10, 10, 101), "interactions"),
+        ((0, 10, 5), "users"),
+        ((10, 10, 5), "interactions"),
+    ],
 )
 def test_impossible_sizes_are_refused(args, key):
     with pytest.raises(ValueError, match=key):
