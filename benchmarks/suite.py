@@ -372,27 +372,12 @@ def read(spec, job) -> Dict[str, Any]:
 
 
 def accuracy_jobs(spec) -> Dict[str, Any]:
-    """Grid on the first seed for baselines, then every seed for each model's best setting."""
+    """Model by model, in the spec's order: a baseline's grid on the first seed, then every
+    seed for its best validation setting (so an interrupted suite has whole models done).
+    """
     first = spec["seeds"][0]
-    grid_jobs, best = [], {}
-    for name, entry in spec["models"].items():
-        model = entry.get("model", name)
-        grid = entry.get("grid")
-        if grid:
-            keys = sorted(grid)
-            for values in itertools.product(*(grid[k] for k in keys)):
-                grid_jobs.append(
-                    {
-                        "section": "accuracy",
-                        "name": name,
-                        "model": model,
-                        "settings": dict(zip(keys, values)),
-                        "seed": first,
-                    }
-                )
-        else:
-            best[name] = (model, entry.get("settings", {}))
-    if "recbole.LDiffRec" in best and not spec["quick"]:
+    grid_jobs, best, seed_jobs = [], {}, {}
+    if "recbole.LDiffRec" in spec["models"] and not spec["quick"]:
         # RecBole's LDiffRec reads <data_path>/<dataset>/item_emb.npy by row position.
         settings = yaml.safe_load((ROOT / spec["dataset_config"]).read_text())
         source = ROOT / settings["release_path"] / "item_emb.npy"
@@ -400,28 +385,38 @@ def accuracy_jobs(spec) -> Dict[str, Any]:
         if not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())
-    execute(spec, grid_jobs, "accuracy grid")
-    chosen = {}
-    for job in grid_jobs:
-        score = read(spec, job)["valid"]["recall@20"]
-        if job["name"] not in chosen or score > chosen[job["name"]][0]:
-            chosen[job["name"]] = (score, job)
-    for name, (_, job) in chosen.items():
-        best[name] = (job["model"], job["settings"])
-    seed_jobs = {
-        name: [
+    for name, entry in spec["models"].items():
+        model = entry.get("model", name)
+        grid = entry.get("grid")
+        if grid:
+            keys = sorted(grid)
+            jobs = [
+                {
+                    "section": "accuracy",
+                    "name": name,
+                    "model": model,
+                    "settings": dict(zip(keys, values)),
+                    "seed": first,
+                }
+                for values in itertools.product(*(grid[k] for k in keys))
+            ]
+            execute(spec, jobs, f"{name} grid")
+            grid_jobs += jobs
+            chosen = max(jobs, key=lambda j: read(spec, j)["valid"]["recall@20"])
+            best[name] = (model, chosen["settings"])
+        else:
+            best[name] = (model, entry.get("settings", {}))
+        seed_jobs[name] = [
             {
                 "section": "accuracy",
                 "name": name,
                 "model": model,
-                "settings": settings,
+                "settings": best[name][1],
                 "seed": s,
             }
             for s in spec["seeds"]
         ]
-        for name, (model, settings) in best.items()
-    }
-    execute(spec, [j for jobs in seed_jobs.values() for j in jobs], "accuracy seeds")
+        execute(spec, seed_jobs[name], f"{name} seeds")
     return {"seed_jobs": seed_jobs, "grid_jobs": grid_jobs, "best": best}
 
 
