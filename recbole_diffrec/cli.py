@@ -1,8 +1,11 @@
 """Command line in RecBole's style:
 
     python run_recbole_diffrec.py --model=DiffRec --dataset=ml-100k [--config_files="a.yaml b.yaml"] [--key=value ...]
+    python run_recbole_diffrec.py --model=DiffRec --dataset=ml-100k --tune=properties/hyper/DiffRec.yaml [--num_samples=8 ...]
 
-Any other ``--key=value`` is a RecBole/plugin setting (RecBole's Config reads them).
+Any other ``--key=value`` is a RecBole/plugin setting (RecBole's Config reads them). With
+``--tune`` the command runs a Ray Tune search (``recbole_diffrec.tune``); tune options such
+as ``--num_samples`` or ``--address`` override the search file's ``tune`` section.
 """
 
 from __future__ import annotations
@@ -29,7 +32,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="space-separated yaml files, applied in order",
     )
     parser.add_argument("--list", action="store_true", help="list the available models")
-    args, _ = parser.parse_known_args(argv)
+    parser.add_argument(
+        "--tune",
+        default=None,
+        help="search-space yaml: run a Ray Tune search instead of one training run",
+    )
+    args, rest = parser.parse_known_args(argv)
 
     if args.list:
         from .registry import available_models
@@ -37,6 +45,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("\n".join(available_models()))
         return 0
     config_files = args.config_files.strip().split(" ") if args.config_files else None
+    if args.tune:
+        return _tune(args, config_files or [], rest)
     try:
         result = run(args.model, args.dataset, config_file_list=config_files)
     except (ValueError, FileNotFoundError) as err:
@@ -51,3 +61,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if result["model_file"]:
         print(f"model saved to {result['model_file']}")
     return 0
+
+
+def _tune(args, config_files, rest) -> int:
+    # Imported here: the plain runner never loads Ray.
+    from . import tune
+
+    options, fixed = {}, {}
+    for arg in rest:
+        if not arg.startswith("--") or "=" not in arg:
+            print(
+                f"error: unexpected argument {arg!r}; use --key=value", file=sys.stderr
+            )
+            return 2
+        key, value = arg[2:].split("=", 1)
+        target = options if key in tune.TUNE_OPTIONS else fixed
+        target[key] = tune.parse_cli_value(value)
+    try:
+        summary = tune.run_search(
+            args.model, args.dataset, args.tune, config_files, fixed, options
+        )
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    tune.print_summary(summary, args.model, args.dataset)
+    return 130 if summary["interrupted"] else 0

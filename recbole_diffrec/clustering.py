@@ -8,7 +8,8 @@ Embeddings come from one of three sources (``item_emb_source``):
 - ``lightgcn``: RecBole's own LightGCN trained on the training split (the paper's choice).
 - ``svd``: a truncated SVD of the degree-normalised training matrix, for large catalogues.
 
-Computed embeddings are cached under ``<checkpoint_dir>/item_emb/``, keyed by dataset,
+Computed embeddings are cached under ``item_emb_cache_dir`` (default
+``<checkpoint_dir>/item_emb/``), keyed by dataset,
 training split and settings. Clusters come from scikit-learn's k-means++ with a seed.
 """
 
@@ -160,7 +161,9 @@ def item_embeddings(config, train_dataset) -> np.ndarray:
     )
     if source == "lightgcn":
         settings.setdefault("seed", int(config["seed"]))
-    cache_dir = Path(config["checkpoint_dir"]) / "item_emb"
+    cache_dir = Path(
+        config["item_emb_cache_dir"] or Path(config["checkpoint_dir"]) / "item_emb"
+    )
     cache = cache_dir / f"{_cache_key(config, train_dataset, source, settings)}.npy"
     if cache.is_file():
         logger.info(f"item embeddings: {source}, cached {cache}")
@@ -173,7 +176,8 @@ def item_embeddings(config, train_dataset) -> np.ndarray:
         else:
             embeddings = lightgcn_embeddings(config, train_dataset, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial.npy")
+    # A name per process: concurrent runs (Ray Tune trials) may fill the same cache.
+    partial = cache.with_suffix(f".{os.getpid()}.partial.npy")
     np.save(partial, embeddings)
     os.replace(partial, cache)
     logger.info(f"item embeddings: cached to {cache}")
