@@ -612,9 +612,12 @@ def run_search(
                 metric="valid_score",
                 mode="max" if bigger else "min",
                 scheduler=scheduler,
-                search_alg=BasicVariantGenerator(random_state=opts["search_seed"]),
+                # Ray ignores TuneConfig.max_concurrent_trials for a generator instance.
+                search_alg=BasicVariantGenerator(
+                    random_state=opts["search_seed"],
+                    max_concurrent=opts["max_concurrent_trials"],
+                ),
                 num_samples=opts["num_samples"],
-                max_concurrent_trials=opts["max_concurrent_trials"] or None,
                 # A fresh worker per trial: CUDA_VISIBLE_DEVICES only takes effect before
                 # CUDA starts, and nothing leaks between trials.
                 reuse_actors=False,
@@ -628,10 +631,17 @@ def run_search(
 
 
 # ------------------------------------------------------------------ the report
-def _trial_statuses(results) -> Dict[str, str]:
-    analysis = getattr(results, "_experiment_analysis", None)
-    trials = getattr(analysis, "trials", None) or []
-    return {t.trial_id: t.status for t in trials}
+def _trial_statuses(exp_dir: Path) -> Dict[str, str]:
+    """Trial statuses as saved in the experiment state, which is what a resume reads
+    (after Ctrl+C, Ray's in-memory trials all look terminated)."""
+    states = sorted(exp_dir.glob("experiment_state-*.json"), key=os.path.getmtime)
+    if not states:
+        return {}
+    statuses = {}
+    for entry in json.loads(states[-1].read_text()).get("checkpoints", []):
+        trial = json.loads(entry) if isinstance(entry, str) else entry
+        statuses[trial.get("trial_id")] = trial.get("status")
+    return statuses
 
 
 def summarize(
@@ -643,26 +653,31 @@ def summarize(
     dataset: str,
 ) -> Dict[str, Any]:
     metric, bigger = manifest["metric"], manifest["bigger"]
-    statuses = _trial_statuses(results)
+    statuses = _trial_statuses(exp_dir)
     rows = []
     for result in results:
         m = dict(result.metrics or {})
-        trial_id = m.get("trial_id") or Path(result.path).name
-        if result.error is not None:
+        params = dict(result.config or {})
+        # A trial interrupted before its first report has no metrics: id from its folder.
+        found = re.search(r"_([0-9a-f]+_\d{5})(?:_|$)", Path(result.path).name)
+        trial_id = m.get("trial_id") or (
+            found.group(1) if found else Path(result.path).name
+        )
+        if statuses.get(trial_id) in ("RUNNING", "PENDING", "PAUSED"):
+            status = "interrupted (resumes)"
+        elif result.error is not None:
             status = f"error: {str(result.error).strip().splitlines()[-1][:160]}"
         elif m.get("invalid"):
             status = f"invalid: {m['invalid']}"
         elif m.get("finished"):
             status = "finished"
-        elif statuses.get(trial_id) == "TERMINATED":
-            status = "stopped by scheduler"
         else:
-            status = "unfinished"
+            status = "stopped by scheduler"
         row = {
             "trial": trial_id,
             "status": status,
             "seed": m.get("seed"),
-            **{k: result.config.get(k) for k in spec.space},
+            **{k: params.get(k) for k in spec.space},
             f"best valid {metric}": m.get("best_valid_score"),
             "best epoch": m.get("best_epoch"),
             "epochs run": m.get("epoch"),
@@ -672,8 +687,14 @@ def summarize(
         row.update({k: v for k, v in m.items() if k.startswith("test_")})
         rows.append(row)
 
-    scored = [r for r in rows if r[f"best valid {metric}"] is not None]
-    interrupted = any(r["status"] == "unfinished" for r in rows)
+    interrupted = any(r["status"].startswith("interrupted") for r in rows)
+    # An interrupted trial reruns from the start on resume: not a candidate yet.
+    scored = [
+        r
+        for r in rows
+        if r[f"best valid {metric}"] is not None
+        and not r["status"].startswith("interrupted")
+    ]
     summary: Dict[str, Any] = {
         "exp_dir": str(exp_dir),
         "trials": rows,

@@ -1,0 +1,300 @@
+"""Ray Tune searches: the space checks (no Ray), and real searches on a local Ray."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recbole_diffrec import run
+from recbole_diffrec.tune import (
+    build_config,
+    device_settings,
+    load_search_space,
+    parse_cli_value,
+    run_search,
+    trial_index,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNNER = str(ROOT / "run_recbole_diffrec.py")
+# Tiny DiffRec runs on ml-100k: a few seconds of training per trial.
+TINY = [
+    "--epochs=3",
+    "--eval_step=1",
+    "--steps=5",
+    "--dims_dnn=[64]",
+    "--train_batch_size=64",
+    "--state=WARNING",
+    "--show_progress=False",
+]
+
+
+def write(path: Path, text: str) -> str:
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ("learning_rate: {normal: [0, 1]}", "unknown distribution 'normal'"),
+        ("learning_rate: {choice: []}", "choice needs a non-empty list"),
+        ("learning_rate: {uniform: [0.1, 0.01]}", "low 0.1 > high 0.01"),
+        ("learning_rate: {loguniform: [0, 0.01]}", "loguniform needs low > 0"),
+        ("learning_rate: {quniform: [0.1, 0.5]}", "quniform needs [low, high, q]"),
+        ("learning_rate: 0.001", "expected one distribution"),
+        ("learnig_rate: {choice: [0.001]}", "did you mean 'learning_rate'"),
+        ("seed: {choice: [1, 2]}", "cannot be searched"),
+        # Never valid in any combination: the model's own check names the setting.
+        ("steps: {choice: [0, -1]}", "steps: got 0"),
+    ],
+)
+def test_bad_search_space_is_rejected_before_ray_starts(workdir, space, message):
+    path = write(workdir / "space.yaml", f"space:\n  {space}\n")
+    with pytest.raises(ValueError, match="space.yaml") as err:
+        run_search("DiffRec", "ml-100k", path)
+    assert message in str(err.value)
+
+
+def test_bad_tune_options_and_files(workdir):
+    ok = "space:\n  learning_rate: {choice: [0.001]}\n"
+    path = write(workdir / "a.yaml", ok + "tune:\n  schedular: asha\n")
+    with pytest.raises(ValueError, match="unknown tune option 'schedular'"):
+        load_search_space(path)
+    path = write(workdir / "b.yaml", ok + "tune:\n  scheduler: hyperband\n")
+    with pytest.raises(
+        ValueError, match="scheduler: got 'hyperband'; allowed: asha or fifo"
+    ):
+        load_search_space(path)
+    with pytest.raises(ValueError, match="num_samples: got 0"):
+        load_search_space(write(workdir / "c.yaml", ok), {"num_samples": 0})
+    path = write(
+        workdir / "d.yaml",
+        "space:\n  learning_rate: {uniform: [0.001, 0.01]}\ntune:\n  search: grid\n",
+    )
+    with pytest.raises(ValueError, match="search: grid enumerates every value"):
+        load_search_space(path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_search_space(str(workdir / "missing.yaml"))
+
+
+def test_space_values_are_checked_in_combination(workdir):
+    # noise_min 0.01 only works with noise_max 0.02: accepted (some combination is valid).
+    path = write(
+        workdir / "space.yaml",
+        """
+        space:
+          noise_min: {choice: [0.001, 0.01]}
+          noise_max: {choice: [0.005, 0.02]}
+        """,
+    )
+    spec = load_search_space(path)
+    from recbole_diffrec.tune import check_space_against_model
+
+    check_space_against_model(spec, build_config("DiffRec", "ml-100k", [], {}))
+    # 0.05 is above every noise_max: no combination can use it.
+    path = write(
+        workdir / "space2.yaml",
+        """
+        space:
+          noise_min: {choice: [0.001, 0.05]}
+          noise_max: {choice: [0.005, 0.02]}
+        """,
+    )
+    with pytest.raises(ValueError, match="noise_min'?: value 0.05 fails"):
+        check_space_against_model(
+            load_search_space(path), build_config("DiffRec", "ml-100k", [], {})
+        )
+
+
+def test_shipped_search_spaces_fit_their_models():
+    for path in sorted((ROOT / "properties" / "hyper").glob("*.yaml")):
+        spec = load_search_space(str(path))
+        from recbole_diffrec.tune import check_space_against_model
+
+        check_space_against_model(spec, build_config(path.stem, "ml-100k", [], {}))
+    assert {p.stem for p in (ROOT / "properties" / "hyper").glob("*.yaml")} >= {
+        "DiffRec",
+        "LDiffRec",
+        "TDiffRec",
+        "LTDiffRec",
+        "BPR",
+        "LightGCN",
+        "MultiVAE",
+        "CDAE",
+        "EASE",
+    }
+
+
+def test_trial_device_and_helpers(monkeypatch):
+    assert device_settings([]) == {"gpu_id": ""}
+    assert device_settings([3]) == {"gpu_id": "3"}
+    assert device_settings(["1", "2"]) == {"gpu_id": "1,2"}
+    # RecBole's Config applies gpu_id to CUDA_VISIBLE_DEVICES: the trial sees only its GPUs.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    config = build_config("DiffRec", "ml-100k", [], device_settings([3]))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    config = build_config("DiffRec", "ml-100k", [], device_settings([]))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "" and config["device"].type == "cpu"
+    assert trial_index("a1b2c_00007") == 7
+    assert parse_cli_value("1e-3") == 0.001 and parse_cli_value("[300]") == [300]
+    assert parse_cli_value("linear-var") == "linear-var"
+    assert parse_cli_value("__import__('os')") == "__import__('os')"  # never evaluated
+
+
+def test_ray_is_imported_only_for_searches(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys
+        sys.argv = ["x", "--epochs=1", "--state=WARNING"]  # RecBole's Config reads these
+        import recbole_diffrec, recbole_diffrec.tune
+        from recbole_diffrec.cli import main
+        assert main(["--model=DiffRec", "--dataset=ml-100k"]) == 0
+        open("bad.yaml", "w").write("space:\\n  steps: {{choice: []}}\\n")
+        assert main(["--model=DiffRec", "--dataset=ml-100k", "--tune=bad.yaml"]) == 2
+        assert "ray" not in sys.modules, "ray was imported"
+        print("NO RAY")
+        """)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "NO RAY" in proc.stdout
+    assert "choice needs a non-empty list" in proc.stderr
+
+
+def read_trials(exp_dir: Path):
+    with open(exp_dir / "trials.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_two_trial_search_reports_every_evaluation_and_best_yaml_reruns(workdir):
+    space = write(
+        workdir / "space.yaml",
+        """
+        space:
+          learning_rate: {grid: [0.001, 0.0001]}
+        tune:
+          num_samples: 1
+          scheduler: asha
+          grace_period: 3
+        """,
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            RUNNER,
+            "--model=DiffRec",
+            "--dataset=ml-100k",
+            f"--tune={space}",
+        ]
+        + TINY,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    exp_dir = workdir / "saved" / "tune" / "DiffRec-ml-100k-space"
+    trials = read_trials(exp_dir)
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"finished"}
+    assert {t["seed"] for t in trials} == {"2020", "2021"}  # a seed per trial
+    metric = "best valid mrr@10"  # RecBole's default valid_metric for ml-100k
+    for trial in trials:
+        progress = list(csv.DictReader(open(Path(trial["path"]) / "progress.csv")))
+        evaluations = [r for r in progress if r.get("valid_recall@10")]
+        assert len(evaluations) >= 3  # every evaluation reported, not just the last
+        # each trial ran in its own folder with its own checkpoints
+        assert list((Path(trial["path"]) / "checkpoints").glob("*.pth"))
+        assert 0 <= float(trial["test_recall@10"]) < 0.6
+
+    best = json.loads((exp_dir / "best.json").read_text())
+    assert best[metric] == max(float(t[metric]) for t in trials)  # chosen on validation
+    assert "rerun:" in (exp_dir / "best.yaml").read_text()
+    assert "rerun the best: python run_recbole_diffrec.py" in proc.stdout
+    assert (exp_dir / "trials.md").read_text().count("(chosen)") == 1
+
+    # best.yaml runs through the runner as it is and reproduces the chosen trial.
+    settings = yaml.safe_load((exp_dir / "best.yaml").read_text())
+    assert settings["learning_rate"] == best["learning_rate"]
+    assert settings["seed"] == best["seed"]
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run(
+            "DiffRec", "ml-100k", config_file_list=[str(exp_dir / "best.yaml")]
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert result["best_valid_result"]["mrr@10"] == pytest.approx(
+        best[metric], abs=1e-4
+    )
+    assert result["test_result"]["recall@10"] == pytest.approx(
+        best["test_recall@10"], abs=1e-4
+    )
+
+
+def test_interrupted_search_resumes_without_losing_finished_trials(tmp_path):
+    space = write(
+        tmp_path / "space.yaml",
+        """
+        space:
+          learning_rate: {grid: [0.001, 0.0001]}
+        tune:
+          num_samples: 1
+          scheduler: fifo
+          max_concurrent_trials: 1
+        """,
+    )
+    command = [
+        sys.executable,
+        RUNNER,
+        "--model=DiffRec",
+        "--dataset=ml-100k",
+        f"--tune={space}",
+    ] + TINY
+    exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
+    first = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    finished = None
+    deadline = time.time() + 400
+    while finished is None and time.time() < deadline and first.poll() is None:
+        time.sleep(1)
+        for result_file in exp_dir.glob("run_trial_*/result.json"):
+            if '"finished": true' in result_file.read_text():
+                finished = result_file.parent
+    assert finished is not None, "no trial finished in time"
+    first.send_signal(signal.SIGINT)  # Ctrl+C while the second trial runs or waits
+    output, _ = first.communicate(timeout=120)
+    assert "interrupted; run the same command again to resume" in output
+    assert first.returncode == 130, output[-3000:]  # interrupted mid-search
+
+    second = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    trials = read_trials(exp_dir)
+    assert len(trials) == 2 and {t["status"] for t in trials} == {"finished"}
+    assert "resuming the search" in second.stdout
+    # The trial finished before Ctrl+C was not run again.
+    assert (finished / "starts.log").read_text().count("\n") == 1
