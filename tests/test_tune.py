@@ -249,7 +249,38 @@ def test_two_trial_search_reports_every_evaluation_and_best_yaml_reruns(workdir)
     )
 
 
-def test_interrupted_search_resumes_without_losing_finished_trials(tmp_path):
+@pytest.fixture
+def ray_cluster(tmp_path):
+    """An existing Ray cluster (a head node on this machine), as a user's cluster would be."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=180)
+
+
+def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
+    tmp_path, ray_cluster
+):
     space = write(
         tmp_path / "space.yaml",
         """
@@ -267,6 +298,7 @@ def test_interrupted_search_resumes_without_losing_finished_trials(tmp_path):
         "--model=DiffRec",
         "--dataset=ml-100k",
         f"--tune={space}",
+        f"--address={ray_cluster}",  # joins the running cluster instead of a local Ray
     ] + TINY
     exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
     first = subprocess.Popen(
@@ -296,5 +328,38 @@ def test_interrupted_search_resumes_without_losing_finished_trials(tmp_path):
     trials = read_trials(exp_dir)
     assert len(trials) == 2 and {t["status"] for t in trials} == {"finished"}
     assert "resuming the search" in second.stdout
+    assert "Connecting to existing Ray cluster" in second.stderr + second.stdout
     # The trial finished before Ctrl+C was not run again.
     assert (finished / "starts.log").read_text().count("\n") == 1
+
+
+def test_stopped_trial_is_scored_on_test_from_its_checkpoint(workdir):
+    # A trial ASHA stops never reaches its own test evaluation; if it is the chosen one,
+    # its best checkpoint is evaluated afterwards, with the same numbers.
+    from conftest import FAST
+    from recbole_diffrec.tune import evaluate_checkpoint_on_test
+
+    result = run("DiffRec", "ml-100k", config_dict=dict(FAST), saved=True)
+    scores = evaluate_checkpoint_on_test(result["model_file"])
+    assert scores == {
+        f"test_{k}": pytest.approx(v) for k, v in result["test_result"].items()
+    }
+
+
+def test_paths_are_made_absolute_for_trials(workdir, release):
+    # Ray runs every trial in its own folder: relative paths must not reach the trials.
+    from conftest import PAPER_PROTOCOL_YAML
+    from recbole_diffrec.tune import _absolute_paths
+
+    folder, _ = release
+    os.symlink(folder, workdir / "rel")
+    config = build_config(
+        "LDiffRec",
+        "ml-1m_clean",
+        [PAPER_PROTOCOL_YAML],
+        {"release_path": "rel", "data_path": "data/", "item_emb_path": "emb.npy"},
+    )
+    out = _absolute_paths(config, {})
+    assert out["release_path"] == str(workdir / "rel")
+    assert out["data_path"] == str(workdir / "data")
+    assert out["item_emb_path"] == str(workdir / "emb.npy")
