@@ -191,6 +191,8 @@ def test_two_trial_search_reports_every_evaluation_and_best_yaml_reruns(workdir)
           num_samples: 1
           scheduler: asha
           grace_period: 3
+          # one trial at a time, so ASHA's decision at the epoch-3 rung is deterministic
+          max_concurrent_trials: 1
         """,
     )
     proc = subprocess.run(
@@ -209,19 +211,31 @@ def test_two_trial_search_reports_every_evaluation_and_best_yaml_reruns(workdir)
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp_dir = workdir / "saved" / "tune" / "DiffRec-ml-100k-space"
-    trials = read_trials(exp_dir)
-    assert len(trials) == 2 and {t["status"] for t in trials} == {"finished"}
+    trials = sorted(read_trials(exp_dir), key=lambda t: t["trial"])
+    assert len(trials) == 2
     assert {t["seed"] for t in trials} == {"2020", "2021"}  # a seed per trial
     metric = "best valid mrr@10"  # RecBole's default valid_metric for ml-100k
+    rung_scores = []
     for trial in trials:
         progress = list(csv.DictReader(open(Path(trial["path"]) / "progress.csv")))
         evaluations = [r for r in progress if r.get("valid_recall@10")]
         assert len(evaluations) >= 3  # every evaluation reported, not just the last
+        rung_scores.append(float(evaluations[2]["valid_score"]))  # ASHA's epoch-3 rung
         # each trial ran in its own folder with its own checkpoints
         assert list((Path(trial["path"]) / "checkpoints").glob("*.pth"))
-        assert 0 <= float(trial["test_recall@10"]) < 0.6
+    # The first trial has the rung to itself and finishes; ASHA (reduction factor 2) stops
+    # the second at the rung exactly when it scores below the first there.
+    assert trials[0]["status"] == "finished"
+    expected = "stopped by scheduler" if rung_scores[1] < rung_scores[0] else "finished"
+    assert trials[1]["status"] == expected
+    for trial in trials:
+        if trial["status"] == "finished":
+            assert 0 <= float(trial["test_recall@10"]) < 0.6
 
     best = json.loads((exp_dir / "best.json").read_text())
+    assert (
+        0 <= best["test_recall@10"] < 0.6
+    )  # recorded beside the best, even if stopped
     assert best[metric] == max(float(t[metric]) for t in trials)  # chosen on validation
     assert "rerun:" in (exp_dir / "best.yaml").read_text()
     assert "rerun the best: python run_recbole_diffrec.py" in proc.stdout
