@@ -19,6 +19,7 @@ from .schedules import NOISE_SCHEDULES, get_betas
 
 MEAN_TYPES = ("x0", "eps")
 TIMESTEP_SAMPLERS = ("importance", "uniform")
+REVERSE_VARIANCES = ("small", "large")
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -146,6 +147,11 @@ class GaussianDiffusion(nn.Module):
         if beta_fixed:
             betas[0] = 1e-5
         if not ((betas > 0) & (betas <= 1)).all():
+            if noise_schedule == "trunc-linear":
+                raise ValueError(
+                    f"steps: got {steps} with the trunc-linear schedule, whose last beta "
+                    f"20 / steps + 0.01 would exceed 1; allowed: steps >= 21"
+                )
             raise ValueError(
                 f"noise_schedule: the {noise_schedule!r} schedule with noise_scale={noise_scale}, "
                 f"noise_min={noise_min}, noise_max={noise_max}, steps={steps} gives betas "
@@ -193,6 +199,9 @@ class GaussianDiffusion(nn.Module):
             "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
             "posterior_variance": posterior_variance,
             "posterior_log_variance_clipped": log_variance_clipped,
+            # DDPM's "fixed large" reverse variance: beta_t, with the t = 1 posterior
+            # variance at t = 0 (what DiffuRec samples with).
+            "large_log_variance": torch.log(torch.cat([first, betas[1:]])),
             "posterior_mean_coef1": betas
             * alphas_cumprod_prev.sqrt()
             / (1.0 - alphas_cumprod),
@@ -302,6 +311,7 @@ class GaussianDiffusion(nn.Module):
         sampling_steps: int = 0,
         sampling_noise: bool = False,
         factored: bool = True,
+        variance: str = "small",
     ) -> torch.Tensor:
         """DiffRec inference: noise the history to step ``sampling_steps`` (0: keep it as is),
         then run all ``steps`` reverse steps taking the posterior mean.
@@ -309,7 +319,14 @@ class GaussianDiffusion(nn.Module):
         With ``factored`` (default) and a denoiser that supports it (eval mode, affine input
         layer, linear read-out), the same chain runs on the denoiser's hidden sizes instead
         of the item count: equal up to float rounding, several times faster.
+
+        ``variance`` is the reverse-step noise when ``sampling_noise``: ``"small"`` the
+        posterior variance (DiffRec), ``"large"`` beta_t (DiffuRec).
         """
+        if variance not in REVERSE_VARIANCES:
+            raise ValueError(
+                f"variance: got {variance!r}; allowed: {', '.join(REVERSE_VARIANCES)}"
+            )
         if not 0 <= sampling_steps <= self.steps:
             raise ValueError(
                 f"sampling_steps: got {sampling_steps}; allowed: an integer in [0, steps={self.steps}]"
@@ -335,7 +352,12 @@ class GaussianDiffusion(nn.Module):
             out = self.p_mean_variance(model, x_t, t)
             x_t = out["mean"]
             if sampling_noise and i > 0:
-                x_t = x_t + torch.exp(0.5 * out["log_variance"]) * torch.randn_like(x_t)
+                log_variance = (
+                    out["log_variance"]
+                    if variance == "small"
+                    else self._at(self.large_log_variance, t, x_t)
+                )
+                x_t = x_t + torch.exp(0.5 * log_variance) * torch.randn_like(x_t)
         return x_t
 
     def reverse_coefficients(self):

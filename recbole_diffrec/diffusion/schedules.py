@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-NOISE_SCHEDULES = ("linear", "linear-var", "cosine", "binomial")
+NOISE_SCHEDULES = ("linear", "linear-var", "cosine", "binomial", "trunc-linear")
 
 # Cap used by Improved DDPM to avoid singular steps at the end of the chain.
 MAX_BETA = 0.999
@@ -43,6 +43,16 @@ def cosine_alpha_bar(t: float) -> float:
     return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
 
+def truncated_linear_betas(steps: int) -> np.ndarray:
+    """DiffuRec's schedule (Li et al., TOIS 2023): DDPM's linear betas rescaled to ``steps``
+    (scale 1000 / steps) and shifted up by 0.01, so short chains still reach heavy noise.
+    """
+    scale = 1000.0 / steps
+    return np.linspace(
+        scale * 1e-4 + 0.01, scale * 0.02 + 0.01, steps, dtype=np.float64
+    )
+
+
 def get_betas(
     schedule: str,
     steps: int,
@@ -50,7 +60,7 @@ def get_betas(
     noise_min: float,
     noise_max: float,
 ) -> np.ndarray:
-    """Betas of ``schedule``; ``noise_*`` only matter for the linear schedules."""
+    """Betas of ``schedule``; ``noise_*`` only matter for ``linear`` and ``linear-var``."""
     if schedule in ("linear", "linear-var"):
         ramp = np.linspace(
             noise_scale * noise_min, noise_scale * noise_max, steps, dtype=np.float64
@@ -58,6 +68,8 @@ def get_betas(
         return ramp if schedule == "linear" else betas_from_linear_variance(ramp)
     if schedule == "cosine":
         return betas_for_alpha_bar(steps, cosine_alpha_bar)
+    if schedule == "trunc-linear":
+        return truncated_linear_betas(steps)
     if schedule == "binomial":
         # Sohl-Dickstein et al. 2015, section 2.4.1: beta_t = 1 / (T - t + 1)
         return 1.0 / (steps - np.arange(steps, dtype=np.float64) + 1.0)
