@@ -185,6 +185,42 @@ class SafeCheckpointMixin:
         )
 
 
+class StepDecayTrainer(RecBoleTrainer):
+    """RecBole's Trainer with a step learning-rate decay (torch's StepLR rule):
+    lr = learning_rate x lr_decay_gamma ** (epoch // lr_decay_step).
+
+    Computed from the epoch number rather than kept as scheduler state, so a resumed run
+    continues on the right rate. ``lr_decay_step: ~`` keeps the rate constant.
+    """
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        step, gamma = config["lr_decay_step"], config["lr_decay_gamma"]
+        if step is not None and (
+            isinstance(step, bool) or not isinstance(step, int) or step < 1
+        ):
+            raise ValueError(
+                f"lr_decay_step: got {step!r}; allowed: an integer >= 1, or ~ for none"
+            )
+        if (
+            isinstance(gamma, bool)
+            or not isinstance(gamma, (int, float))
+            or not 0 < gamma <= 1
+        ):
+            raise ValueError(
+                f"lr_decay_gamma: got {gamma!r}; allowed: a number in (0, 1]"
+            )
+        self.lr_decay_step, self.lr_decay_gamma = step, float(gamma)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        if self.lr_decay_step is not None:
+            factor = self.lr_decay_gamma ** (epoch_idx // self.lr_decay_step)
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * factor
+        return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+
 @lru_cache(maxsize=None)
 def _with_safe_checkpoints(base: type) -> type:
     return type(base.__name__, (SafeCheckpointMixin, base), {"__module__": __name__})
@@ -198,6 +234,8 @@ def get_trainer(model_class: type) -> type:
     """The RecBole trainer for ``model_class``, with checkpoints that work on torch >= 2.6."""
     if is_plugin_model(model_class):
         base = getattr(model_class, "trainer_class", None) or RecBoleTrainer
+        if isinstance(base, str):  # named here, so models need not import this module
+            base = globals()[base]
     else:
         base = recbole_get_trainer(model_class.type, model_class.__name__)
     return _with_safe_checkpoints(base)
