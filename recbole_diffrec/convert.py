@@ -1,4 +1,6 @@
-"""Convert the DiffRec release format to RecBole atomic benchmark files.
+"""Convert released datasets to RecBole atomic files.
+
+DiffRec release format:
 
 The release (``train_list.npy``, ``valid_list.npy``, ``test_list.npy``) holds (user, item)
 pairs with each user's rows in time order. The output ``<name>.train.inter``,
@@ -7,11 +9,18 @@ position in train, then valid, then test, which keeps every user's order and put
 validation after training and test after validation.
 
     python -m recbole_diffrec.convert --input ../shared/datasets/ml-1m_clean --output dataset/ml-1m_clean
+
+Sequence files (``.jsonl``, one ``{"user": int, "items": [ids in time order]}`` per line, as
+DiffuRec's releases) become one ``<name>.inter`` whose ``timestamp`` is the running position,
+for RecBole's leave-one-out split (``eval_args: split: {LS: valid_and_test}, order: TO``):
+
+    python -m recbole_diffrec.convert --input ../shared/datasets/sequential/amazon-beauty.jsonl --output dataset/amazon-beauty
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from logging import getLogger
 from pathlib import Path
@@ -65,9 +74,84 @@ def convert_release(
     return written
 
 
+def read_sequences(path: os.PathLike) -> np.ndarray:
+    """(user, item) rows of a ``.jsonl`` sequence file in file and time order.
+
+    One clear error, naming the file and line, for a malformed line, a duplicate user, an
+    item id < 1 (0 is RecBole's padding) or a sequence shorter than 2 (a sequential sample
+    needs one history item and a target).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sequence_file: {path} does not exist")
+    users, items, seen = [], [], set()
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+                user, sequence = record["user"], record["items"]
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(
+                    f'{where}: expected {{"user": int, "items": [int, ...]}} ({err})'
+                ) from None
+            if not isinstance(sequence, list) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in sequence
+            ):
+                raise ValueError(f"{where}: items must be a list of integer ids")
+            if len(sequence) < 2:
+                raise ValueError(
+                    f"{where}: user {user} has a sequence of length {len(sequence)}; "
+                    "allowed: length >= 2 (a history item and a target)"
+                )
+            if min(sequence) < 1:
+                raise ValueError(
+                    f"{where}: item ids start at 1 (0 is the padding item); got {min(sequence)}"
+                )
+            if user in seen:
+                raise ValueError(f"{where}: user {user} appears on more than one line")
+            seen.add(user)
+            users.append(np.full(len(sequence), user, dtype=np.int64))
+            items.append(np.asarray(sequence, dtype=np.int64))
+    if not users:
+        raise ValueError(f"{path}: holds no sequences")
+    return np.column_stack([np.concatenate(users), np.concatenate(items)])
+
+
+def convert_sequences(
+    input_file: os.PathLike, output_dir: os.PathLike, name: str | None = None
+) -> Path:
+    """Write ``<name>.inter`` (user, item, running position as timestamp); return its path."""
+    output_dir = Path(output_dir)
+    name = name or output_dir.name
+    pairs = read_sequences(input_file)
+    table = np.column_stack([pairs, np.arange(len(pairs), dtype=np.int64)])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path = output_dir / f"{name}.inter"
+    partial = path.with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(HEADER)
+        np.savetxt(f, table, fmt="%d", delimiter="\t")
+    os.replace(partial, path)
+    return path
+
+
 def ensure_release_converted(config) -> None:
-    """If the config names a DiffRec release (``release_path``), convert it once into
-    ``data_path`` with the ``benchmark_filename`` suffixes RecBole will read."""
+    """If the config names a DiffRec release (``release_path``) or a sequence file
+    (``sequence_file``), convert it once into ``data_path``."""
+    sequences = config["sequence_file"]
+    if sequences:
+        data_dir, name = Path(config["data_path"]), config["dataset"]
+        if not (data_dir / f"{name}.inter").is_file():
+            if not Path(sequences).is_file():
+                raise FileNotFoundError(
+                    f"sequence_file: {sequences} does not exist (relative paths are read "
+                    f"from {os.getcwd()})"
+                )
+            getLogger().info(f"converting sequences {sequences} into {data_dir}")
+            convert_sequences(sequences, data_dir, name)
     release = config["release_path"]
     if not release:
         return
@@ -92,7 +176,9 @@ def ensure_release_converted(config) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--input", required=True, help="folder with {train,valid,test}_list.npy"
+        "--input",
+        required=True,
+        help="folder with {train,valid,test}_list.npy, or a .jsonl sequence file",
     )
     parser.add_argument(
         "--output", required=True, help="folder to write the .inter files to"
@@ -101,6 +187,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--name", default=None, help="dataset name (default: output folder name)"
     )
     args = parser.parse_args(argv)
+    if str(args.input).endswith(".jsonl"):
+        print(f"all: {convert_sequences(args.input, args.output, args.name)}")
+        return
     for split, path in convert_release(args.input, args.output, args.name).items():
         print(f"{split}: {path}")
 

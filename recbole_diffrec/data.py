@@ -16,8 +16,11 @@ from recbole.data.dataloader import (
 from recbole.data.dataloader.abstract_dataloader import AbstractDataLoader
 from recbole.data.interaction import Interaction
 from recbole.data.utils import create_samplers
+from recbole.utils import ModelType
 
 from .registry import is_plugin_model
+
+EVAL_HISTORY = ("unmasked", "masked")
 
 
 class UserBatchDataLoader(UserDataLoader):
@@ -36,6 +39,64 @@ class UserBatchDataLoader(UserDataLoader):
         AbstractDataLoader.__init__(self, config, dataset, sampler, shuffle=True)
 
 
+def _column(feat, field: str) -> np.ndarray:
+    """A column as numpy, from a pandas frame (before ``build``) or an Interaction."""
+    return np.asarray(feat[field])
+
+
+class UserHistories:
+    """Every user's interactions in time order (CSR), read before RecBole augments and
+    splits a sequential dataset, to find each evaluation target's earlier items."""
+
+    def __init__(self, dataset):
+        users = _column(dataset.inter_feat, dataset.uid_field).astype(np.int64)
+        items = _column(dataset.inter_feat, dataset.iid_field).astype(np.int64)
+        times = _column(dataset.inter_feat, dataset.time_field)
+        order = np.lexsort((times, users))
+        self.items = torch.from_numpy(items[order])
+        # Times as dense ranks, so (user, time) becomes one sortable int64 key.
+        self.time_values, rank = np.unique(times[order], return_inverse=True)
+        self.span = len(self.time_values) + 1
+        self.keys = users[order] * self.span + rank
+        self.indptr = np.concatenate(
+            [[0], np.cumsum(np.bincount(users, minlength=dataset.user_num))]
+        )
+
+    def before(self, users: np.ndarray, times: np.ndarray):
+        """(start, end) into ``items``: each user's interactions earlier than ``times``."""
+        rank = np.searchsorted(self.time_values, times, side="left")
+        end = np.searchsorted(self.keys, users * self.span + rank, side="left")
+        return self.indptr[users], end
+
+
+class MaskedHistoryEvalDataLoader(FullSortEvalDataLoader):
+    """Full ranking for sequential models with each user's earlier items removed from the
+    ranking (``eval_history: masked``), as RecBole does for general recommenders. The
+    target itself is never masked, even when it was consumed before."""
+
+    def __init__(self, config, dataset, sampler, histories: UserHistories):
+        super().__init__(config, dataset, sampler, shuffle=False)
+        start, end = histories.before(
+            _column(dataset.inter_feat, dataset.uid_field).astype(np.int64),
+            _column(dataset.inter_feat, dataset.time_field),
+        )
+        self.history_items = histories.items
+        self.history_start = torch.from_numpy(start)
+        self.history_count = torch.from_numpy(end - start)
+
+    def collate_fn(self, index):
+        interaction, _, positive_u, positive_i = super().collate_fn(index)
+        index = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        counts = self.history_count[index]
+        rows = torch.repeat_interleave(torch.arange(len(index)), counts)
+        offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+            torch.cumsum(counts, 0) - counts, counts
+        )
+        items = self.history_items[self.history_start[index][rows] + offsets]
+        keep = items != positive_i[rows]
+        return interaction, (rows[keep], items[keep]), positive_u, positive_i
+
+
 def configure_eval_batch(config, dataset) -> None:
     """Size full-ranking batches in users (``eval_batch_users``) rather than in scores.
 
@@ -45,6 +106,7 @@ def configure_eval_batch(config, dataset) -> None:
     """
     users = config["eval_batch_users"]
     external = config.external_config_dict
+    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
     if users is not None and (
         "eval_batch_size" not in external or "eval_batch_users" in external
     ):
@@ -52,7 +114,17 @@ def configure_eval_batch(config, dataset) -> None:
             raise ValueError(
                 f"eval_batch_users: got {users!r}; allowed: an integer >= 1"
             )
-        config["eval_batch_size"] = users * dataset.item_num
+        if not sequential:
+            config["eval_batch_size"] = users * dataset.item_num
+        elif "eval_batch_users" in external:
+            # Sequential loaders count eval_batch_size in sequences already.
+            config["eval_batch_size"] = users
+    if sequential:
+        getLogger().info(
+            f"full-ranking evaluation: {config['eval_batch_size']} sequences per batch, "
+            f"history items {config['eval_history'] or 'unmasked'}"
+        )
+        return
     modes = config["eval_args"]["mode"]
     if "full" in (modes.get("valid"), modes.get("test")):
         getLogger().info(
@@ -73,9 +145,24 @@ def data_preparation(config, dataset):
     Returns ``(train_data, valid_data, test_data)``.
     """
     configure_eval_batch(config, dataset)
+    histories = None
+    if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
+        protocol = config["eval_history"] or "unmasked"
+        if protocol not in EVAL_HISTORY:
+            raise ValueError(
+                f"eval_history: got {protocol!r}; allowed: {', '.join(EVAL_HISTORY)}"
+            )
+        if protocol == "masked":
+            if dataset.time_field is None:
+                raise ValueError(
+                    "eval_history: masked needs the dataset's time field (TIME_FIELD) "
+                    "to tell which items came before each target"
+                )
+            histories = UserHistories(dataset)  # before augmentation and splitting
     model_class = getattr(config, "model_class", None)
     if model_class is None or not is_plugin_model(model_class):
-        return recbole_data_preparation(config, dataset)
+        loaders = recbole_data_preparation(config, dataset)
+        return _mask_histories(config, loaders, histories)
 
     built = dataset.build()
     train_set, valid_set, test_set = built
@@ -97,4 +184,18 @@ def data_preparation(config, dataset):
         f"{config['train_batch_size']} ({model_class.__name__} trains on "
         f"{getattr(model_class, 'train_batches', 'interactions')})"
     )
-    return train_data, valid_data, test_data
+    return _mask_histories(config, (train_data, valid_data, test_data), histories)
+
+
+def _mask_histories(config, loaders, histories):
+    if histories is None:
+        return loaders
+    train_data, valid_data, test_data = loaders
+    rebuilt = []
+    for loader in (valid_data, test_data):
+        if isinstance(loader, FullSortEvalDataLoader):
+            loader = MaskedHistoryEvalDataLoader(
+                config, loader._dataset, loader._sampler, histories
+            )
+        rebuilt.append(loader)
+    return (train_data, *rebuilt)

@@ -93,7 +93,12 @@ TUNE_OPTIONS: Dict[str, Tuple[Any, Any, str]] = {
 }
 # Settings that hold paths: made absolute before trials start (Ray runs each trial in its
 # own working directory).
-PATH_SETTINGS = ("release_path", "item_emb_path", "item_emb_cache_dir")
+PATH_SETTINGS = (
+    "release_path",
+    "sequence_file",
+    "item_emb_path",
+    "item_emb_cache_dir",
+)
 # Settings a search must not vary: they belong to the search itself.
 RESERVED = ("model", "dataset", "checkpoint_dir", "seed", "gpu_id")
 
@@ -746,7 +751,7 @@ def write_best(
             with open(f, encoding="utf-8") as fh:
                 merged.update(yaml.load(fh, Loader=_yaml_loader()) or {})
     merged.update(manifest["fixed"])
-    for key in ("release_path", "item_emb_path"):
+    for key in ("release_path", "sequence_file", "item_emb_path"):
         if isinstance(merged.get(key), str):
             merged[key] = os.path.abspath(merged[key])
     chosen = {k: best[k] for k in spec.space}
