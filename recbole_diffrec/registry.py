@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Dict, List, Type
 
 from .models.diffrec import DiffRec
+from .models.diffurec import DiffuRec
 from .models.ldiffrec import LDiffRec
+from .models.seqdiffrec import SeqDiffRec
 from .models.tdiffrec import LTDiffRec, TDiffRec
 
 PLUGIN_MODELS: Dict[str, type] = {
@@ -22,6 +24,9 @@ PLUGIN_MODELS: Dict[str, type] = {
     "LDiffRec": LDiffRec,
     "TDiffRec": TDiffRec,
     "LTDiffRec": LTDiffRec,
+    # sequential
+    "DiffuRec": DiffuRec,
+    "SeqDiffRec": SeqDiffRec,
 }
 
 RECBOLE_PREFIX = "recbole."

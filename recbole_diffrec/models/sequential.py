@@ -1,0 +1,125 @@
+"""Shared pieces of the plugin's sequential diffusion recommenders (RecBole ``SequentialRecommender``s)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+from torch import nn
+
+from .base import require_plugin_config
+
+
+def check_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}: got {value!r}; allowed: an integer >= {minimum}")
+    return value
+
+
+def check_fraction(key: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value < 1
+    ):
+        raise ValueError(f"{key}: got {value!r}; allowed: a number in [0, 1)")
+    return float(value)
+
+
+def check_choice(key: str, value: Any, allowed: tuple) -> str:
+    if value not in allowed:
+        raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def check_sequence_config(config) -> None:
+    """Settings every sequential model here shares."""
+    check_int("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)
+    check_int("hidden_size", config["hidden_size"], 1)
+    check_int("n_layers", config["n_layers"], 1)
+    heads = check_int("n_heads", config["n_heads"], 1)
+    if config["hidden_size"] % heads:
+        raise ValueError(
+            f"n_heads: got {heads} with hidden_size {config['hidden_size']}; "
+            "allowed: a divisor of hidden_size"
+        )
+    check_fraction("dropout", config["dropout"])
+    if config["train_neg_sample_args"] not in (None, {}) and config[
+        "train_neg_sample_args"
+    ].get("distribution") not in (None, "none"):
+        raise ValueError(
+            "train_neg_sample_args: got "
+            f"{config['train_neg_sample_args']!r}; allowed: None (the loss ranks all items)"
+        )
+
+
+def check_sequence_lengths(item_seq_len: torch.Tensor) -> None:
+    """A training or evaluation sample needs at least one history item before its target."""
+    if bool((item_seq_len < 1).any()):
+        raise ValueError(
+            "item_seq_len: a sample with an empty history; every sequence needs length >= 2 "
+            "(one history item and a target)"
+        )
+
+
+class TransformerStack(nn.Module):
+    """Pre-LN Transformer encoder blocks (GELU feed-forward of 4 x hidden), bidirectional
+    unless a mask says otherwise."""
+
+    def __init__(self, hidden: int, n_layers: int, n_heads: int, dropout: float):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            hidden,
+            n_heads,
+            dim_feedforward=4 * hidden,
+            dropout=dropout,
+            activation="gelu",
+            layer_norm_eps=1e-12,
+            batch_first=True,
+            norm_first=True,
+        )
+        # Pre-LN stacks need no final norm here: each model applies its own output norm.
+        self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: Optional[torch.Tensor] = None,
+        key_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        return self.layers(x, mask=attn_mask, src_key_padding_mask=key_padding_mask)
+
+
+def xavier_init(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_normal_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class SequentialDiffusionRecommender(SequentialRecommender):
+    """Base class: config check before RecBole builds anything; CE-style pointwise input."""
+
+    input_type = InputType.POINTWISE
+    config_files: tuple = ()
+    # Step learning-rate decay (lr_decay_step / lr_decay_gamma), as DiffuRec's StepLR.
+    trainer_class = "StepDecayTrainer"
+
+    def __init__(self, config, dataset):
+        require_plugin_config(config, type(self).__name__)
+        self.check_config(config)
+        super().__init__(config, dataset)
+
+    @classmethod
+    def check_config(cls, config) -> None:
+        check_sequence_config(config)
+
+    def last_position(self, output: torch.Tensor, item_seq_len: torch.Tensor):
+        """The output at each sequence's last real item (RecBole pads on the right)."""
+        return self.gather_indexes(output, item_seq_len - 1)
+
+    def predict(self, interaction) -> torch.Tensor:
+        scores = self.full_sort_predict(interaction)
+        return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
