@@ -11,6 +11,9 @@ Sections (settings in properties/experiment/ml1m_clean_suite.yaml):
 - speed: plugin vs RecBole built-in on the same settings (taken from the accuracy runs).
 - scale: DiffRec vs L-DiffRec on generated catalogues of growing size.
 - steps: DiffRec inference on respaced chains of fewer reverse steps.
+- sequential: DiffuRec and SeqDiffRec vs SASRec, BERT4Rec and GRU4Rec on amazon-beauty and
+  amazon-toys, leave-one-out, full ranking, each model on the same CPU-time budget
+  (settings in properties/experiment/sequential_suite.yaml).
 
 Every run is a subprocess writing one JSON file under the results folder; a run whose file
 exists is skipped, so an interrupted suite resumes where it stopped.
@@ -37,7 +40,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "properties" / "experiment" / "ml1m_clean_suite.yaml"
-SECTIONS = ("accuracy", "speed", "scale", "steps")
+SEQUENTIAL_SPEC = ROOT / "properties" / "experiment" / "sequential_suite.yaml"
+SECTIONS = ("accuracy", "speed", "scale", "steps", "sequential")
+SEQUENTIAL_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
 # --quick: tiny generated data and a couple of epochs, same pipeline.
@@ -50,12 +55,23 @@ QUICK_OVERRIDES = {
     "item_emb_lightgcn": {"epochs": 1},
     "embedding_size": 16,
 }
+QUICK_SEQUENTIAL_OVERRIDES = {
+    "hidden_size": 16,
+    "embedding_size": 16,
+    "inner_size": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "steps": 21,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "train_batch_size": 64,
+}
 
 
 # ---------------------------------------------------------------------------- spec
 def load_spec(quick: bool) -> Dict[str, Any]:
     spec = yaml.safe_load(SPEC.read_text())
     spec["quick"] = quick
+    spec["sequential"] = yaml.safe_load(SEQUENTIAL_SPEC.read_text())
     if quick:
         spec["seeds"] = spec["seeds"][:2]
         spec["inference_steps"] = [1, 2, 5]
@@ -72,6 +88,11 @@ def load_spec(quick: bool) -> Dict[str, Any]:
                     small[key] = grid[key][:2]
                     two_points = False
                 model["grid"] = small
+        sequential = spec["sequential"]
+        sequential.update(cpu_minutes=0.05, max_epochs=2)
+        sequential["datasets"] = {"quick-seq": None}
+        for settings in sequential["models"].values():
+            settings.update(QUICK_SEQUENTIAL_OVERRIDES)
     return spec
 
 
@@ -120,6 +141,17 @@ def quick_dataset(quick_dir: Path) -> Dict[str, Any]:
             pairs = np.column_stack([users[split == index], items[split == index]])
             np.save(release / f"{name}_list.npy", pairs.astype(np.int64))
     return {"release_path": str(release), "data_path": str(quick_dir / "data")}
+
+
+def quick_sequences(quick_dir: Path) -> Dict[str, Any]:
+    """A tiny generated sequence file (ordered, so sequential models can learn)."""
+    sys.path.insert(0, str(ROOT))
+    from recbole_diffrec.synthetic import generate_sequences, write_sequences
+
+    path = quick_dir / "quick-seq.jsonl"
+    if not path.is_file():
+        write_sequences(generate_sequences(150, 60, 5, 12, seed=0), path)
+    return {"sequence_file": str(path), "data_path": str(quick_dir / "data")}
 
 
 # ---------------------------------------------------------------------------- workers
@@ -333,7 +365,89 @@ def scale_worker(spec, job) -> Dict[str, Any]:
     return out
 
 
-WORKERS = {"accuracy": accuracy_worker, "steps": steps_worker, "scale": scale_worker}
+class TrainingBudgetSpent(Exception):
+    """Raised before a training batch once the run has used its CPU-time budget."""
+
+
+def sequential_worker(spec, job) -> Dict[str, Any]:
+    """Train for the section's CPU-time budget, then score the model once on test."""
+    from recbole_diffrec import get_model, get_trainer, run
+
+    seq = spec["sequential"]
+    budget = None if seq["cpu_minutes"] is None else seq["cpu_minutes"] * 60
+    record = {"batches": 0, "batches_per_epoch": 0, "train_cpu": 0.0, "train_wall": 0.0}
+
+    class BudgetTrainer(get_trainer(get_model(job["model"]))):
+        def _train_epoch(self, train_data, *args, **kwargs):
+            record["batches_per_epoch"] = len(train_data)
+            return super()._train_epoch(train_data, *args, **kwargs)
+
+        def fit(self, *args, **kwargs):
+            model, cpu0, wall0 = self.model, time.process_time(), time.perf_counter()
+            original = model.calculate_loss
+
+            def calculate_loss(interaction):
+                if budget is not None and time.process_time() - cpu0 > budget:
+                    raise TrainingBudgetSpent
+                record["batches"] += 1
+                return original(interaction)
+
+            model.calculate_loss = calculate_loss
+            try:
+                return super().fit(*args, **kwargs)
+            except TrainingBudgetSpent:
+                return self.best_valid_score, self.best_valid_result
+            finally:
+                del model.calculate_loss
+                record["train_cpu"] = time.process_time() - cpu0
+                record["train_wall"] = time.perf_counter() - wall0
+
+    settings = {
+        **seq["common"],
+        **job["settings"],
+        "seed": job["seed"],
+        "epochs": seq["max_epochs"],
+    }
+    if budget is not None:
+        settings["eval_step"] = (
+            0  # no validation: the budget, not the test set, ends a run
+        )
+    if spec["quick"]:
+        settings.update(quick_sequences(results_dir(True)))
+        config_files = [str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")]
+    else:
+        config_files = [str(ROOT / seq["datasets"][job["dataset"]])]
+    start = time.perf_counter()
+    result = run(
+        job["model"],
+        job["dataset"],
+        config_file_list=config_files,
+        config_dict=settings,
+        saved=budget is None,
+        trainer_class=BudgetTrainer,
+    )
+    batches, per_epoch = record["batches"], max(record["batches_per_epoch"], 1)
+    return {
+        "test": result["test_result"],
+        "parameters": result["parameters"],
+        "batches": batches,
+        "epochs": batches / per_epoch,
+        "cpu_seconds_per_epoch": record["train_cpu"] / max(batches, 1) * per_epoch,
+        "wall_seconds_per_epoch": record["train_wall"] / max(batches, 1) * per_epoch,
+        "train_cpu_seconds": record["train_cpu"],
+        "test_eval_seconds": result["test_seconds"],
+        "time_to_result": time.perf_counter() - start,
+        "peak_rss_mb": peak_rss_mb(),
+        "eval_history": job["eval_history"],
+    }
+
+
+WORKERS = {
+    "accuracy": accuracy_worker,
+    "steps": steps_worker,
+    "scale": scale_worker,
+    "sequential": sequential_worker,
+}
 
 
 # ---------------------------------------------------------------------------- orchestration
@@ -439,6 +553,26 @@ def scale_jobs(spec) -> List[Dict[str, Any]]:
         for name in ("DiffRec", "LDiffRec")
     ]
     execute(spec, jobs, "scale")
+    return jobs
+
+
+def sequential_jobs(spec) -> List[Dict[str, Any]]:
+    seq = spec["sequential"]
+    jobs = [
+        {
+            "section": "sequential",
+            "name": f"{dataset}-{model}",
+            "dataset": dataset,
+            "model": model,
+            "settings": settings,
+            "seed": seq["seed"],
+            "cpu_minutes": seq["cpu_minutes"],
+            "eval_history": "unmasked",
+        }
+        for dataset in seq["datasets"]
+        for model, settings in seq["models"].items()
+    ]
+    execute(spec, jobs, "sequential")
     return jobs
 
 
@@ -669,6 +803,80 @@ def steps_section(spec, job, figures: Path) -> str:
     )
 
 
+def sequential_section(spec, jobs, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    seq = spec["sequential"]
+    results = [(j, read(spec, j)) for j in jobs]
+    lines = [
+        "| dataset | model | "
+        + " | ".join(f"test {m}" for m in SEQUENTIAL_METRICS)
+        + " | epochs trained | CPU s / epoch | wall s / epoch | s / test eval | params |",
+        "|---|---|" + "---|" * (len(SEQUENTIAL_METRICS) + 5),
+    ]
+    datasets = list(seq["datasets"])
+    for dataset in datasets:
+        rows = [(j, r) for j, r in results if j["dataset"] == dataset]
+        best = {
+            m: max(rows, key=lambda jr: jr[1]["test"][m])[0]["model"]
+            for m in SEQUENTIAL_METRICS
+        }
+        for job, r in rows:
+            cells = [
+                (
+                    f"**{r['test'][m]:.4f}**"
+                    if best[m] == job["model"]
+                    else f"{r['test'][m]:.4f}"
+                )
+                for m in SEQUENTIAL_METRICS
+            ]
+            lines.append(
+                f"| {dataset} | {job['model']} | "
+                + " | ".join(cells)
+                + f" | {r['epochs']:.2f} | {r['cpu_seconds_per_epoch']:.1f} | "
+                f"{r['wall_seconds_per_epoch']:.1f} | {r['test_eval_seconds']:.1f} | "
+                f"{r['parameters']:,} |"
+            )
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.5))
+    axes = np.atleast_1d(axes)
+    for ax, dataset in zip(axes, datasets):
+        rows = [(j, r) for j, r in results if j["dataset"] == dataset]
+        names = [j["model"] for j, _ in rows]
+        for k, m in enumerate(("hit@10", "ndcg@10")):
+            ax.bar(
+                np.arange(len(names)) + (k - 0.5) * 0.4,
+                [r["test"][m] for _, r in rows],
+                0.4,
+                label=m,
+            )
+        ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+        ax.set_title(dataset)
+        ax.legend()
+    save_figure(fig, figures / "sequential.png")
+    budget = (
+        f"the same training budget of {seq['cpu_minutes']} CPU minutes per run (process CPU "
+        "time, so other work on the machine does not shrink a run); the model as it stands "
+        "when the budget runs out is scored once on test, with no validation-based selection"
+        if seq["cpu_minutes"] is not None
+        else f"up to {seq['max_epochs']} epochs with RecBole's validation early stopping"
+    )
+    return (
+        "## Sequential recommenders\n\n"
+        "Protocol: leave-one-out (last item test, second-to-last validation), every prefix of "
+        "a training sequence is a training sample, full ranking over all items, history items "
+        "**not masked** (`eval_history: unmasked`, DiffuRec's protocol); "
+        f"seed {seq['seed']}; {budget}. "
+        "Settings: each model's defaults (`recbole_diffrec/properties/model/DiffuRec.yaml`, "
+        "`SeqDiffRec.yaml`, RecBole's for the baselines) with "
+        f"`{json.dumps(seq['common'])}` and per model "
+        + ", ".join(f"{m} `{json.dumps(v)}`" for m, v in seq["models"].items())
+        + ". Epochs trained may be fractional (the budget ends a run between batches). "
+        "Bold: the best in each column per dataset.\n\n"
+        + "\n".join(lines)
+        + "\n\n![sequential](figures/sequential.png)\n"
+    )
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -717,6 +925,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         parts.append(scale_section(spec, scale_jobs(spec), figures))
     if "steps" in args.sections:
         parts.append(steps_section(spec, steps_job(spec), figures))
+    if "sequential" in args.sections:
+        parts.append(sequential_section(spec, sequential_jobs(spec), figures))
     command = "python " + " ".join(
         shlex.quote(a) for a in ["benchmarks/suite.py", *sys.argv[1:]]
     )

@@ -12,6 +12,7 @@ distinct interactions is reached. Every user gets at least ``min_per_user`` inte
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
@@ -110,6 +111,65 @@ def write_atomic(
         f.write("user_id:token\titem_id:token\ttimestamp:float\n")
         np.savetxt(f, np.column_stack([users, items, times]), fmt="%d", delimiter="\t")
     os.replace(partial, path)
+    return path
+
+
+def generate_sequences(
+    n_users: int,
+    n_items: int,
+    min_length: int = 5,
+    max_length: int = 20,
+    follow: float = 0.8,
+    seed: int = 0,
+) -> list:
+    """Item sequences (ids 1..n_items, 0 is RecBole's padding) with a learnable order.
+
+    Each sequence starts at a power-law draw; with probability ``follow`` the next item is
+    the current one's fixed successor (a random permutation of the catalogue), otherwise a
+    fresh power-law draw. A sequential model can therefore beat popularity by far.
+    """
+    for key, value, low in (
+        ("users", n_users, 1),
+        ("items", n_items, 2),
+        ("min_length", min_length, 2),
+    ):
+        if value < low:
+            raise ValueError(f"{key}: got {value}; allowed: >= {low}")
+    if max_length < min_length:
+        raise ValueError(
+            f"max_length: got {max_length}; allowed: >= min_length={min_length}"
+        )
+    if not 0 <= follow <= 1:
+        raise ValueError(f"follow: got {follow}; allowed: a number in [0, 1]")
+    rng = np.random.default_rng(seed)
+    popularity = _zipf(n_items, 0.8)
+    successor = rng.permutation(n_items)
+    lengths = rng.integers(min_length, max_length + 1, size=n_users)
+    total = int(lengths.sum())
+    draws = rng.choice(n_items, size=total, p=popularity)
+    follows = rng.random(total) < follow
+    items = np.empty(total, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    follows[starts] = False
+    # The chain is sequential by nature; one pass over positions, vectorised over users.
+    for offset in range(int(lengths.max())):
+        alive = starts[lengths > offset] + offset
+        previous = items[alive - 1] if offset else None
+        items[alive] = (
+            draws[alive]
+            if offset == 0
+            else np.where(follows[alive], successor[previous], draws[alive])
+        )
+    return [list(map(int, chunk + 1)) for chunk in np.split(items, starts[1:])]
+
+
+def write_sequences(sequences: Sequence[Sequence[int]], path: os.PathLike) -> Path:
+    """Write a ``.jsonl`` sequence file (one {"user", "items"} object per line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for user, items in enumerate(sequences, 1):
+            f.write(json.dumps({"user": user, "items": list(items)}) + "\n")
     return path
 
 
