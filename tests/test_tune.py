@@ -131,6 +131,8 @@ def test_shipped_search_spaces_fit_their_models():
         "MultiVAE",
         "CDAE",
         "EASE",
+        "DiffuRec",
+        "SeqDiffRec",
     }
 
 

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion import GaussianDiffusion, timestep_embedding
+from ..diffusion import timestep_embedding
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
+    build_diffusion,
     check_choice,
     check_fraction,
     check_int,
@@ -69,23 +70,13 @@ class DiffuRec(SequentialDiffusionRecommender):
         )
         self.out_dropout = nn.Dropout(config["dropout"])
         self.out_norm = nn.LayerNorm(self.hidden_size, eps=1e-12)
-        self.diffusion = GaussianDiffusion(
-            mean_type="x0",
-            noise_schedule=config["noise_schedule"],
-            noise_scale=config["noise_scale"],
-            noise_min=config["noise_min"],
-            noise_max=config["noise_max"],
-            steps=config["steps"],
-            beta_fixed=False,
-            timestep_sampler=config["timestep_sampler"],
-            history_per_term=config["history_num_per_term"],
-        )
+        self.diffusion = build_diffusion(config)
         self.apply(xavier_init)
 
     @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
-        check_int("steps", config["steps"], 1)
+        build_diffusion(config)
         check_fraction("emb_dropout", config["emb_dropout"])
         check_choice("attention_mask", config["attention_mask"], ATTENTION_MASKS)
         value = config["lambda_uncertainty"]

@@ -36,10 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion import GaussianDiffusion, timestep_embedding
+from ..diffusion import timestep_embedding
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
+    build_diffusion,
     check_choice,
     check_fraction,
     check_int,
@@ -87,23 +88,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
             else nn.Linear(self.hidden_size, self.n_items, bias=False)
         )
         self.rounding_bias = nn.Parameter(torch.zeros(self.n_items))
-        self.diffusion = GaussianDiffusion(
-            mean_type="x0",
-            noise_schedule=config["noise_schedule"],
-            noise_scale=config["noise_scale"],
-            noise_min=config["noise_min"],
-            noise_max=config["noise_max"],
-            steps=config["steps"],
-            beta_fixed=False,
-            timestep_sampler=config["timestep_sampler"],
-            history_per_term=config["history_num_per_term"],
-        )
+        self.diffusion = build_diffusion(config)
         step = config["inference_step"]
         self.inference_step = self.diffusion.steps if step is None else step
-        if not 1 <= self.inference_step <= self.diffusion.steps:
-            raise ValueError(
-                f"inference_step: got {step!r}; allowed: an integer in [1, steps={self.diffusion.steps}]"
-            )
         self.apply(xavier_init)
         nn.init.normal_(self.item_embedding.weight, 0.0, 1.0 / self.hidden_size**0.5)
         with torch.no_grad():
@@ -112,10 +99,15 @@ class SeqDiffRec(SequentialDiffusionRecommender):
     @classmethod
     def check_config(cls, config) -> None:
         super().check_config(config)
-        check_int("steps", config["steps"], 1)
+        build_diffusion(config)
         check_int("inference_draws", config["inference_draws"], 1)
-        if config["inference_step"] is not None:
-            check_int("inference_step", config["inference_step"], 1)
+        step = config["inference_step"]
+        if step is not None and (
+            check_int("inference_step", step, 1) > config["steps"]
+        ):
+            raise ValueError(
+                f"inference_step: got {step!r}; allowed: an integer in [1, steps={config['steps']}]"
+            )
         check_choice(
             "step_embedding_at", config["step_embedding_at"], STEP_EMBEDDING_AT
         )

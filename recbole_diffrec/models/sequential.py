@@ -9,6 +9,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
+from ..diffusion import GaussianDiffusion
 from .base import require_plugin_config
 
 
@@ -53,6 +54,23 @@ def check_sequence_config(config) -> None:
             "train_neg_sample_args: got "
             f"{config['train_neg_sample_args']!r}; allowed: None (the loss ranks all items)"
         )
+
+
+def build_diffusion(config) -> GaussianDiffusion:
+    """The model's diffusion over the target embedding; building it checks every schedule
+    setting (so ``check_config`` can call it before data is loaded)."""
+    check_int("steps", config["steps"], 1)
+    return GaussianDiffusion(
+        mean_type="x0",
+        noise_schedule=config["noise_schedule"],
+        noise_scale=config["noise_scale"],
+        noise_min=config["noise_min"],
+        noise_max=config["noise_max"],
+        steps=config["steps"],
+        beta_fixed=False,
+        timestep_sampler=config["timestep_sampler"],
+        history_per_term=config["history_num_per_term"],
+    )
 
 
 def check_sequence_lengths(item_seq_len: torch.Tensor) -> None:
