@@ -32,9 +32,10 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
         "## Speed and memory",
         "## Scale",
         "## Fewer reverse steps",
+        "## Sequential recommenders",
     ):
         assert heading in report
-    for figure in ("accuracy", "speed", "scale", "steps"):
+    for figure in ("accuracy", "speed", "scale", "steps", "sequential"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f"figures/{figure}.png" in report
     assert "QUICK MODE" in report
@@ -53,6 +54,9 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     ):
         assert f"| {model} |" in report
     assert "±" in report
+    for model in ("DiffuRec", "SeqDiffRec", "SASRec", "BERT4Rec", "GRU4Rec"):
+        assert f"| quick-seq | {model} |" in report
+    assert "**not masked**" in report  # the protocol is named
 
     runs = sorted(results.rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in runs}
