@@ -69,10 +69,15 @@ def test_truncated_linear_schedule_closed_form():
     large = diffusion.large_log_variance.exp().numpy()
     assert large[0] == pytest.approx(float(diffusion.posterior_variance[1]))
     assert np.allclose(large[1:], betas[1:])
-    # The shortest chain whose last beta stays <= 1 is 21 steps.
-    GaussianDiffusion("x0", "trunc-linear", 0.1, 0.001, 0.02, 21, beta_fixed=False)
-    with pytest.raises(ValueError, match="steps: got 20 .*allowed: steps >= 21"):
-        GaussianDiffusion("x0", "trunc-linear", 0.1, 0.001, 0.02, 20, beta_fixed=False)
+    # Below 21 steps the ramp would pass 1; the reference then ends it at scale x 0.001 + 0.01.
+    assert get_betas("trunc-linear", 21, 0, 0, 0)[-1] == pytest.approx(
+        1000 / 21 * 0.02 + 0.01
+    )
+    short = get_betas("trunc-linear", 20, 0, 0, 0)
+    assert short[0] == pytest.approx(50 * 1e-4 + 0.01)
+    assert short[-1] == pytest.approx(50 * 0.001 + 0.01)
+    with pytest.raises(ValueError, match="steps: got 1 .*allowed: steps >= 2"):
+        GaussianDiffusion("x0", "trunc-linear", 0.1, 0.001, 0.02, 1, beta_fixed=False)
 
 
 @pytest.mark.parametrize("variance", ["small", "large"])
@@ -310,7 +315,7 @@ def test_missing_sequence_file_is_named(workdir):
         ("SeqDiffRec", {"MAX_ITEM_LIST_LENGTH": 0}, "MAX_ITEM_LIST_LENGTH"),
         ("DiffuRec", {"steps": 0}, "steps"),
         ("SeqDiffRec", {"steps": 0}, "steps"),
-        ("DiffuRec", {"steps": 20}, "steps"),
+        ("DiffuRec", {"steps": 1}, "steps"),
         ("DiffuRec", {"hidden_size": 128, "n_heads": 3}, "n_heads"),
         ("DiffuRec", {"emb_dropout": 1.0}, "emb_dropout"),
         ("DiffuRec", {"attention_mask": "causal"}, "attention_mask"),

@@ -149,8 +149,8 @@ class GaussianDiffusion(nn.Module):
         if not ((betas > 0) & (betas <= 1)).all():
             if noise_schedule == "trunc-linear":
                 raise ValueError(
-                    f"steps: got {steps} with the trunc-linear schedule, whose last beta "
-                    f"20 / steps + 0.01 would exceed 1; allowed: steps >= 21"
+                    f"steps: got {steps} with the trunc-linear schedule, whose betas "
+                    "would exceed 1; allowed: steps >= 2"
                 )
             raise ValueError(
                 f"noise_schedule: the {noise_schedule!r} schedule with noise_scale={noise_scale}, "

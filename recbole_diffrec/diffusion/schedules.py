@@ -46,11 +46,15 @@ def cosine_alpha_bar(t: float) -> float:
 def truncated_linear_betas(steps: int) -> np.ndarray:
     """DiffuRec's schedule (Li et al., TOIS 2023): DDPM's linear betas rescaled to ``steps``
     (scale 1000 / steps) and shifted up by 0.01, so short chains still reach heavy noise.
+
+    For chains shorter than 21 steps the last beta would exceed 1; the reference code then
+    ends the ramp at scale x 0.001 + 0.01 instead, and so does this.
     """
     scale = 1000.0 / steps
-    return np.linspace(
-        scale * 1e-4 + 0.01, scale * 0.02 + 0.01, steps, dtype=np.float64
-    )
+    end = scale * 0.02 + 0.01
+    if end > 1:
+        end = scale * 0.001 + 0.01
+    return np.linspace(scale * 1e-4 + 0.01, end, steps, dtype=np.float64)
 
 
 def get_betas(
