@@ -147,11 +147,6 @@ class GaussianDiffusion(nn.Module):
         if beta_fixed:
             betas[0] = 1e-5
         if not ((betas > 0) & (betas <= 1)).all():
-            if noise_schedule == "trunc-linear":
-                raise ValueError(
-                    f"steps: got {steps} with the trunc-linear schedule, whose betas "
-                    "would exceed 1; allowed: steps >= 2"
-                )
             raise ValueError(
                 f"noise_schedule: the {noise_schedule!r} schedule with noise_scale={noise_scale}, "
                 f"noise_min={noise_min}, noise_max={noise_max}, steps={steps} gives betas "
