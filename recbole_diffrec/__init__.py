@@ -5,7 +5,9 @@ __version__ = "0.1.0"
 from .config import Config  # noqa: E402
 from .data import data_preparation  # noqa: E402
 from .models.diffrec import DiffRec  # noqa: E402
+from .models.diffurec import DiffuRec  # noqa: E402
 from .models.ldiffrec import LDiffRec  # noqa: E402
+from .models.seqdiffrec import SeqDiffRec  # noqa: E402
 from .models.tdiffrec import LTDiffRec, TDiffRec  # noqa: E402
 from .quick_start import load_model, run  # noqa: E402
 from .registry import available_models, get_model  # noqa: E402
@@ -14,8 +16,10 @@ from .trainer import Trainer, get_trainer  # noqa: E402
 __all__ = [
     "Config",
     "DiffRec",
+    "DiffuRec",
     "LDiffRec",
     "LTDiffRec",
+    "SeqDiffRec",
     "TDiffRec",
     "Trainer",
     "available_models",
