@@ -336,3 +336,32 @@ def test_bad_sequential_settings_fail_before_loading_data(
     with pytest.raises(ValueError, match=key) as err:
         run(model, "no-such-dataset", config_dict=settings)
     assert "allowed" in str(err.value)
+
+
+def test_dropin_recbole_style_script(workdir):
+    """A RecBole script with the plugin's Config / data_preparation / get_trainer, on atomic
+    files the user already has."""
+    from recbole_diffrec import Config, DiffuRec, data_preparation, get_trainer
+    from recbole_diffrec.trainer import StepDecayTrainer
+
+    data = workdir / "atomic"
+    convert_sequences(
+        write_sequences(generate_sequences(60, 25, 5, 9), workdir / "s.jsonl"),
+        data / "mine",
+    )
+    settings = {**TINY, "data_path": str(data), "epochs": 2, "eval_step": 1}
+    config = Config(
+        model=DiffuRec,
+        dataset="mine",
+        config_file_list=[SEQUENCE_YAML],
+        config_dict={**settings, "sequence_file": None},
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = DiffuRec(config, train_data.dataset)
+    trainer = get_trainer(DiffuRec)(config, model)
+    assert isinstance(trainer, StepDecayTrainer)
+    trainer.fit(train_data, valid_data, saved=True)
+    result = trainer.evaluate(test_data, load_best_model=True)
+    assert 0 <= result["ndcg@10"] <= result["hit@10"] <= 1
