@@ -3,6 +3,7 @@
     python benchmarks/suite.py                 # everything, reusing cached results
     python benchmarks/suite.py --quick         # the whole pipeline on tiny generated data
     python benchmarks/suite.py --sections accuracy steps
+    python benchmarks/suite.py --cached-only   # report from cached runs only; missing = pending
 
 Sections (settings in properties/experiment/ml1m_clean_suite.yaml):
 - accuracy: plugin diffusion models vs RecBole baselines on ml-1m_clean under the paper
@@ -16,7 +17,8 @@ Sections (settings in properties/experiment/ml1m_clean_suite.yaml):
   (settings in properties/experiment/sequential_suite.yaml).
 
 Every run is a subprocess writing one JSON file under the results folder; a run whose file
-exists is skipped, so an interrupted suite resumes where it stopped.
+exists is skipped, so an interrupted suite resumes where it stopped. With --cached-only
+nothing runs: every section reports the runs cached so far and lists the ones still pending.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ def load_spec(quick: bool) -> Dict[str, Any]:
 
 
 RESULTS_OVERRIDE: Optional[Path] = None  # --results
+CACHED_ONLY = False  # --cached-only
 
 
 def results_dir(quick: bool) -> Path:
@@ -195,6 +198,7 @@ def accuracy_worker(spec, job) -> Dict[str, Any]:
     from recbole_diffrec import run
 
     TimedTrainer, epoch_seconds, evaluations = timed_trainer(job["model"])
+    load_start = os.getloadavg()[0]
     start = time.perf_counter()
     result = run(
         job["model"],
@@ -214,6 +218,8 @@ def accuracy_worker(spec, job) -> Dict[str, Any]:
         "time_to_result": time.perf_counter() - start,
         "peak_rss_mb": peak_rss_mb(),
         "model_file": result["model_file"],
+        # 1-minute load averages: above the core count, other work shared the machine.
+        "load_average": [load_start, os.getloadavg()[0]],
     }
 
 
@@ -454,7 +460,9 @@ WORKERS = {
 def execute(spec, jobs: List[Dict[str, Any]], label: str) -> None:
     from tqdm import tqdm
 
-    pending = [j for j in jobs if not job_file(spec["quick"], j).is_file()]
+    pending = [j for j in jobs if not cached(spec, j)]
+    if CACHED_ONLY:
+        return
     bar = tqdm(
         total=len(jobs), initial=len(jobs) - len(pending), desc=label, unit="run"
     )
@@ -483,6 +491,23 @@ def execute(spec, jobs: List[Dict[str, Any]], label: str) -> None:
 
 def read(spec, job) -> Dict[str, Any]:
     return json.loads(job_file(spec["quick"], job).read_text())
+
+
+def cached(spec, job) -> bool:
+    return job_file(spec["quick"], job).is_file()
+
+
+def pending_line(spec, jobs: List[Dict[str, Any]]) -> str:
+    missing = [j for j in jobs if not cached(spec, j)]
+    if not missing:
+        return ""
+    names = sorted(
+        {f"{j['name']} ({j.get('seed', j.get('items', ''))})" for j in missing}
+    )
+    return (
+        f"\n**Pending: {len(missing)} of {len(jobs)} runs not done yet** "
+        f"({', '.join(names)}); `python benchmarks/suite.py` runs them.\n"
+    )
 
 
 def accuracy_jobs(spec) -> Dict[str, Any]:
@@ -516,6 +541,8 @@ def accuracy_jobs(spec) -> Dict[str, Any]:
             ]
             execute(spec, jobs, f"{name} grid")
             grid_jobs += jobs
+            if not all(cached(spec, j) for j in jobs):  # --cached-only, grid unfinished
+                continue
             chosen = max(jobs, key=lambda j: read(spec, j)["valid"]["recall@20"])
             best[name] = (model, chosen["settings"])
         else:
@@ -594,8 +621,17 @@ def accuracy_section(spec, acc, figures: Path) -> str:
 
     rows = {}
     for name, jobs in acc["seed_jobs"].items():
+        if not all(cached(spec, j) for j in jobs):
+            continue
         results = [read(spec, j) for j in jobs]
         rows[name] = {m: [r["test"][m] for r in results] for m in METRICS}
+    everything = acc["grid_jobs"] + [j for js in acc["seed_jobs"].values() for j in js]
+    pending = pending_line(spec, everything)
+    pending_models = [n for n in spec["models"] if n not in rows]
+    if pending_models:
+        pending += f"Models without a complete row yet: {', '.join(pending_models)}.\n"
+    if not rows:
+        return f"## Accuracy on {spec['dataset']} (paper protocol)\n{pending}"
     winners = {m: max(rows, key=lambda n: np.mean(rows[n][m])) for m in METRICS}
     lines = [
         "| model | setting (grid winner) | "
@@ -617,14 +653,18 @@ def accuracy_section(spec, acc, figures: Path) -> str:
         lines.append(f"| {name} | {setting} | " + " | ".join(cells) + " |")
     diffusion = [n for n in rows if "DiffRec" in n and not n.startswith("recbole.")]
     baselines = [n for n in rows if n not in diffusion]
-    best_diff = max(diffusion, key=lambda n: np.mean(rows[n]["ndcg@20"]))
-    best_base = max(baselines, key=lambda n: np.mean(rows[n]["ndcg@20"]))
-    gap = np.mean(rows[best_diff]["ndcg@20"]) - np.mean(rows[best_base]["ndcg@20"])
-    verdict = f"The plugin's best diffusion model ({best_diff}) " + (
-        f"beats every baseline on test NDCG@20 (by {gap:+.4f} over {best_base})."
-        if gap >= 0
-        else f"is beaten on test NDCG@20 by {best_base} ({gap:+.4f})."
-    )
+    if diffusion and baselines:
+        best_diff = max(diffusion, key=lambda n: np.mean(rows[n]["ndcg@20"]))
+        best_base = max(baselines, key=lambda n: np.mean(rows[n]["ndcg@20"]))
+        gap = np.mean(rows[best_diff]["ndcg@20"]) - np.mean(rows[best_base]["ndcg@20"])
+        verdict = f"The plugin's best diffusion model ({best_diff}) " + (
+            f"beats every baseline {'so far ' if pending else ''}on test NDCG@20 "
+            f"(by {gap:+.4f} over {best_base})."
+            if gap >= 0
+            else f"is beaten on test NDCG@20 by {best_base} ({gap:+.4f})."
+        )
+    else:
+        verdict = "No verdict yet: the table needs both diffusion models and baselines."
 
     fig, ax = plt.subplots(figsize=(10, 4))
     names = list(rows)
@@ -647,7 +687,7 @@ def accuracy_section(spec, acc, figures: Path) -> str:
         f"Seeds {spec['seeds']}; baselines searched on validation Recall@20 (grids in "
         f"`{SPEC.relative_to(ROOT)}`). Bold: the best mean in each column.\n\n"
         + "\n".join(lines)
-        + f"\n\n{verdict}\n\n![accuracy](figures/accuracy.png)\n"
+        + f"\n\n{verdict}\n{pending}\n![accuracy](figures/accuracy.png)\n"
     )
 
 
@@ -655,15 +695,25 @@ def speed_section(spec, acc, figures: Path) -> str:
     import matplotlib.pyplot as plt
 
     first = spec["seeds"][0]
-    by_name = {
-        n: read(spec, next(j for j in jobs if j["seed"] == first))
+    firsts = {
+        n: next(j for j in jobs if j["seed"] == first)
         for n, jobs in acc["seed_jobs"].items()
     }
+    by_name = {n: read(spec, j) for n, j in firsts.items() if cached(spec, j)}
     lines = [
         "| plugin | RecBole | params | s / epoch | s / full eval | time to result (s) | "
-        "peak RSS (MB) | ratio epoch | ratio eval | ratio result | ratio memory |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "peak RSS (MB) | ratio epoch | ratio eval | ratio result | ratio memory | machine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    cores = os.cpu_count() or 1
+
+    def machine(result) -> str:
+        loads = result.get("load_average")
+        if loads is None:
+            return "load not recorded"
+        busy = max(loads) > cores + 0.5
+        return f"{'BUSY' if busy else 'quiet'} (load {loads[0]:.1f}/{loads[1]:.1f})"
+
     labels, ratios = [], []
     for plugin, builtin in spec["speed_pairs"]:
         if plugin not in by_name or builtin not in by_name:
@@ -682,7 +732,7 @@ def speed_section(spec, acc, figures: Path) -> str:
             f"{p['time_to_result']:.0f} / {r['time_to_result']:.0f} | "
             f"{p['peak_rss_mb']:.0f} / {r['peak_rss_mb']:.0f} | "
             + " | ".join(f"{x:.2f}" for x in rr)
-            + " |"
+            + f" | {machine(p)}; {machine(r)} |"
         )
         labels.append(plugin)
         ratios.append(rr)
@@ -706,16 +756,25 @@ def speed_section(spec, acc, figures: Path) -> str:
     return (
         "## Speed and memory: plugin vs RecBole built-in, same settings\n\n"
         f"From the accuracy runs with seed {first}, all in one suite run on the same machine "
-        "(cells: plugin / RecBole). Ratios are the headline; absolute times are noisy.\n\n"
+        "(cells: plugin / RecBole). Ratios are the headline; absolute times are noisy. "
+        f"`machine` gives the 1-minute load average at the start and end of each run: above "
+        f"{cores} cores + 0.5 (BUSY) other work shared the CPU and that pair's times do not "
+        "compare; rerun it on a quiet machine (delete its two JSON files).\n\n"
         + "\n".join(lines)
-        + "\n\n![speed](figures/speed.png)\n"
+        + (
+            "\n\n![speed](figures/speed.png)\n"
+            if ratios
+            else "\n\nNo pair complete yet.\n"
+        )
     )
 
 
 def scale_section(spec, jobs, figures: Path) -> str:
     import matplotlib.pyplot as plt
 
-    results = [(j, read(spec, j)) for j in jobs]
+    results = [(j, read(spec, j)) for j in jobs if cached(spec, j)]
+    if not results:
+        return f"## Scale: generated catalogues at Amazon-book's density\n{pending_line(spec, jobs)}"
     lines = [
         "| items | users | interactions | model | params | fits in "
         f"{spec['scale']['memory_limit_gb']} GB | peak RSS (GB) | s / epoch (extrapolated) |",
@@ -763,13 +822,17 @@ def scale_section(spec, jobs, figures: Path) -> str:
         "## Scale: generated catalogues at Amazon-book's density\n\n"
         f"DiffRec {spec['scale']['DiffRec']} vs L-DiffRec {spec['scale']['LDiffRec']}; "
         f"seconds per epoch extrapolated from {spec['scale']['batches']} timed batches of 400 "
-        f"users. {where}\n\n" + "\n".join(lines) + "\n\n![scale](figures/scale.png)\n"
+        f"users. {where}\n\n"
+        + "\n".join(lines)
+        + f"\n{pending_line(spec, jobs)}\n![scale](figures/scale.png)\n"
     )
 
 
 def steps_section(spec, job, figures: Path) -> str:
     import matplotlib.pyplot as plt
 
+    if not cached(spec, job):
+        return f"## Fewer reverse steps at inference (DiffRec)\n{pending_line(spec, [job])}"
     r = read(spec, job)
     full = (
         next(p for p in r["points"] if p["steps"] == r["trained_steps"])
@@ -807,7 +870,7 @@ def sequential_section(spec, jobs, figures: Path) -> str:
     import matplotlib.pyplot as plt
 
     seq = spec["sequential"]
-    results = [(j, read(spec, j)) for j in jobs]
+    results = [(j, read(spec, j)) for j in jobs if cached(spec, j)]
     lines = [
         "| dataset | model | "
         + " | ".join(f"test {m}" for m in SEQUENTIAL_METRICS)
@@ -817,6 +880,8 @@ def sequential_section(spec, jobs, figures: Path) -> str:
     datasets = list(seq["datasets"])
     for dataset in datasets:
         rows = [(j, r) for j, r in results if j["dataset"] == dataset]
+        if not rows:
+            continue
         best = {
             m: max(rows, key=lambda jr: jr[1]["test"][m])[0]["model"]
             for m in SEQUENTIAL_METRICS
@@ -873,7 +938,7 @@ def sequential_section(spec, jobs, figures: Path) -> str:
         + ". Epochs trained may be fractional (the budget ends a run between batches). "
         "Bold: the best in each column per dataset.\n\n"
         + "\n".join(lines)
-        + "\n\n![sequential](figures/sequential.png)\n"
+        + f"\n{pending_line(spec, jobs)}\n![sequential](figures/sequential.png)\n"
     )
 
 
@@ -890,9 +955,15 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="results folder (default benchmarks/results, "
         "or benchmarks/out/quick with --quick)",
     )
+    parser.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="run nothing: report the cached runs and list the pending ones",
+    )
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    global RESULTS_OVERRIDE
+    global RESULTS_OVERRIDE, CACHED_ONLY
+    CACHED_ONLY = args.cached_only
     if args.results:
         RESULTS_OVERRIDE = Path(args.results).resolve()
     spec = load_spec(args.quick)

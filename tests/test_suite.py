@@ -7,7 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_suite(results):
+def run_suite(results, *extra):
     return subprocess.run(
         [
             sys.executable,
@@ -15,6 +15,7 @@ def run_suite(results):
             "--quick",
             "--results",
             str(results),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -64,3 +65,14 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(results.rglob("*.json")) == runs
     assert all(p.stat().st_mtime_ns == stamps[p] for p in runs)  # nothing re-ran
+
+    # --cached-only runs nothing: a missing run is reported as pending, not rerun.
+    missing = next(p for p in runs if "sequential" in p.name and "GRU4Rec" in p.name)
+    missing.unlink()
+    third = run_suite(results, "--cached-only")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert not missing.exists()
+    report = (results / "RESULTS.md").read_text()
+    assert "**Pending: 1 of 5 runs not done yet** (quick-seq-GRU4Rec (2020))" in report
+    assert "| quick-seq | GRU4Rec |" not in report
+    assert "| quick-seq | SASRec |" in report and "## Scale" in report
