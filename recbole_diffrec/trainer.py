@@ -96,6 +96,14 @@ def load_checkpoint(
 class SafeCheckpointMixin:
     """Overrides the three places RecBole's trainers write and read checkpoints."""
 
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        # RecBole's TraditionalTrainer (EASE, ItemKNN, ...) sets epochs = 1 after eval_step
+        # was clamped to the configured epochs: with eval_step > 1 it never evaluates, never
+        # saves, and evaluate(load_best_model=True) then fails on a missing file.
+        if self.eval_step > self.epochs:
+            self.eval_step = self.epochs
+
     def _build_optimizer(self, **kwargs):
         groups = getattr(self.model, "optimizer_param_groups", None)
         if "params" not in kwargs and groups is not None:

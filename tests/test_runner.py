@@ -74,6 +74,20 @@ def test_recbole_models_run_through_the_runner_with_saved_checkpoints(workdir, m
         assert loaded.item_similarity.shape[0] == loaded.n_items
 
 
+def test_traditional_model_with_sparse_evaluation_still_saves(workdir):
+    """RecBole's TraditionalTrainer trains one epoch; with eval_step 5 (the paper protocol's)
+    it would never evaluate or save, and the best-checkpoint test evaluation would crash.
+    """
+    result = run(
+        "EASE",
+        "ml-100k",
+        config_dict={"epochs": 1000, "eval_step": 5, "state": "WARNING"},
+        saved=True,
+    )
+    assert result["test_result"]["recall@10"] > 0.1
+    assert result["best_valid_result"]
+
+
 def test_full_ranking_batches_hold_400_users_by_default(workdir, caplog):
     from recbole.data import create_dataset
 
