@@ -36,7 +36,9 @@ from .sequential import (
     check_choice,
     check_fraction,
     check_int,
+    check_nonnegative,
     check_sequence_lengths,
+    step_mlp,
     xavier_init,
 )
 
@@ -60,11 +62,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)
         self.emb_dropout = nn.Dropout(config["emb_dropout"])
         self.emb_norm = nn.LayerNorm(self.hidden_size, eps=1e-12)
-        self.time_embed = nn.Sequential(
-            nn.Linear(self.hidden_size, 4 * self.hidden_size),
-            nn.SiLU(),
-            nn.Linear(4 * self.hidden_size, self.hidden_size),
-        )
+        self.time_embed = step_mlp(self.hidden_size)
         self.transformer = TransformerStack(
             self.hidden_size, config["n_layers"], self.n_heads, config["dropout"]
         )
@@ -79,11 +77,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         build_diffusion(config)
         check_fraction("emb_dropout", config["emb_dropout"])
         check_choice("attention_mask", config["attention_mask"], ATTENTION_MASKS)
-        value = config["lambda_uncertainty"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(
-                f"lambda_uncertainty: got {value!r}; allowed: a number >= 0"
-            )
+        check_nonnegative("lambda_uncertainty", config["lambda_uncertainty"])
 
     # ------------------------------------------------------------------ approximator
     def encode_history(self, item_seq: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,9 @@ from .sequential import (
     check_choice,
     check_fraction,
     check_int,
+    check_nonnegative,
     check_sequence_lengths,
+    step_mlp,
     xavier_init,
 )
 
@@ -71,11 +73,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         self.position_embedding = nn.Embedding(
             self.max_seq_length + 1, self.hidden_size
         )
-        self.step_mlp = nn.Sequential(
-            nn.Linear(self.hidden_size, 4 * self.hidden_size),
-            nn.SiLU(),
-            nn.Linear(4 * self.hidden_size, self.hidden_size),
-        )
+        self.step_mlp = step_mlp(self.hidden_size)
         self.input_norm = nn.LayerNorm(self.hidden_size, eps=1e-12)
         self.input_dropout = nn.Dropout(config["dropout"])
         self.transformer = TransformerStack(
@@ -112,9 +110,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
             "step_embedding_at", config["step_embedding_at"], STEP_EMBEDDING_AT
         )
         check_fraction("dropout", config["dropout"])
-        value = config["mse_weight"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"mse_weight: got {value!r}; allowed: a number >= 0")
+        check_nonnegative("mse_weight", config["mse_weight"])
 
     # ------------------------------------------------------------------ denoiser (DNR)
     def denoise(

@@ -29,6 +29,12 @@ def check_fraction(key: str, value: Any) -> float:
     return float(value)
 
 
+def check_nonnegative(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{key}: got {value!r}; allowed: a number >= 0")
+    return float(value)
+
+
 def check_choice(key: str, value: Any, allowed: tuple) -> str:
     if value not in allowed:
         raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
@@ -108,6 +114,13 @@ class TransformerStack(nn.Module):
         key_padding_mask: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         return self.layers(x, mask=attn_mask, src_key_padding_mask=key_padding_mask)
+
+
+def step_mlp(hidden: int) -> nn.Module:
+    """The step-embedding MLP of improved-diffusion (hidden -> 4 hidden -> hidden, SiLU)."""
+    return nn.Sequential(
+        nn.Linear(hidden, 4 * hidden), nn.SiLU(), nn.Linear(4 * hidden, hidden)
+    )
 
 
 def xavier_init(module: nn.Module) -> None:
