@@ -413,6 +413,7 @@ def sequential_worker(spec, job) -> Dict[str, Any]:
         **job["settings"],
         "seed": job["seed"],
         "epochs": seq["max_epochs"],
+        "eval_history": job["eval_history"],  # the protocol the report names
     }
     if budget is not None:
         settings["eval_step"] = (

@@ -63,15 +63,20 @@ def convert_release(
     for split, pairs in zip(SPLITS, arrays):
         times = np.arange(offset, offset + len(pairs), dtype=np.int64)
         offset += len(pairs)
-        table = np.column_stack([pairs, times])
-        path = output_dir / f"{name}.{split}.inter"
-        partial = path.with_suffix(".partial")
-        with open(partial, "w", encoding="utf-8") as f:
-            f.write(HEADER)
-            np.savetxt(f, table, fmt="%d", delimiter="\t")
-        os.replace(partial, path)
-        written[split] = path
+        written[split] = write_inter(
+            output_dir / f"{name}.{split}.inter", np.column_stack([pairs, times])
+        )
     return written
+
+
+def write_inter(path: Path, table: np.ndarray) -> Path:
+    """Write (user, item, timestamp) rows as a RecBole ``.inter`` file, atomically."""
+    partial = path.with_suffix(".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(HEADER)
+        np.savetxt(f, table, fmt="%d", delimiter="\t")
+    os.replace(partial, path)
+    return path
 
 
 def read_sequences(path: os.PathLike) -> np.ndarray:
@@ -83,7 +88,10 @@ def read_sequences(path: os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"sequence_file: {path} does not exist")
+        raise FileNotFoundError(
+            f"sequence_file: {path} does not exist (relative paths are read from "
+            f"{os.getcwd()})"
+        )
     users, items, seen = [], [], set()
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
@@ -127,15 +135,11 @@ def convert_sequences(
     output_dir = Path(output_dir)
     name = name or output_dir.name
     pairs = read_sequences(input_file)
-    table = np.column_stack([pairs, np.arange(len(pairs), dtype=np.int64)])
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / f"{name}.inter"
-    partial = path.with_suffix(".partial")
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(HEADER)
-        np.savetxt(f, table, fmt="%d", delimiter="\t")
-    os.replace(partial, path)
-    return path
+    return write_inter(
+        output_dir / f"{name}.inter",
+        np.column_stack([pairs, np.arange(len(pairs), dtype=np.int64)]),
+    )
 
 
 def ensure_release_converted(config) -> None:
@@ -145,11 +149,6 @@ def ensure_release_converted(config) -> None:
     if sequences:
         data_dir, name = Path(config["data_path"]), config["dataset"]
         if not (data_dir / f"{name}.inter").is_file():
-            if not Path(sequences).is_file():
-                raise FileNotFoundError(
-                    f"sequence_file: {sequences} does not exist (relative paths are read "
-                    f"from {os.getcwd()})"
-                )
             getLogger().info(f"converting sequences {sequences} into {data_dir}")
             convert_sequences(sequences, data_dir, name)
     release = config["release_path"]

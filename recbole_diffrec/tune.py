@@ -751,7 +751,7 @@ def write_best(
             with open(f, encoding="utf-8") as fh:
                 merged.update(yaml.load(fh, Loader=_yaml_loader()) or {})
     merged.update(manifest["fixed"])
-    for key in ("release_path", "sequence_file", "item_emb_path"):
+    for key in PATH_SETTINGS:
         if isinstance(merged.get(key), str):
             merged[key] = os.path.abspath(merged[key])
     chosen = {k: best[k] for k in spec.space}

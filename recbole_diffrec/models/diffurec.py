@@ -37,7 +37,6 @@ from .sequential import (
     check_fraction,
     check_int,
     check_nonnegative,
-    check_sequence_lengths,
     step_mlp,
     xavier_init,
 )
@@ -123,9 +122,7 @@ class DiffuRec(SequentialDiffusionRecommender):
 
     # ------------------------------------------------------------------ training
     def calculate_loss(self, interaction) -> torch.Tensor:
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq_len)
+        item_seq, item_seq_len = self.history(interaction)
         target = interaction[self.POS_ITEM_ID]
         history = self.encode_history(item_seq)
         masks = self._masks(item_seq)
@@ -143,9 +140,7 @@ class DiffuRec(SequentialDiffusionRecommender):
     @torch.no_grad()
     def sequence_representation(self, interaction) -> torch.Tensor:
         """x0 after the full reverse chain from Gaussian noise, one per sequence."""
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq_len)
+        item_seq, item_seq_len = self.history(interaction)
         history = self.encode_history(item_seq)
         masks = self._masks(item_seq)
         noise = torch.randn(len(item_seq), self.hidden_size, device=item_seq.device)

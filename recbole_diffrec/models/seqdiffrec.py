@@ -45,7 +45,6 @@ from .sequential import (
     check_fraction,
     check_int,
     check_nonnegative,
-    check_sequence_lengths,
     step_mlp,
     xavier_init,
 )
@@ -160,9 +159,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
     # ------------------------------------------------------------------ training
     def calculate_loss(self, interaction) -> torch.Tensor:
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq_len)
+        item_seq, item_seq_len = self.history(interaction)
         target = interaction[self.POS_ITEM_ID]
 
         embedded = self.item_embedding(target)
@@ -183,9 +180,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
     @torch.no_grad()
     def sequence_representation(self, interaction) -> torch.Tensor:
         """x0 predicted from pure noise at ``inference_step``, averaged over draws."""
-        item_seq = interaction[self.ITEM_SEQ]
-        item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        check_sequence_lengths(item_seq_len)
+        item_seq, item_seq_len = self.history(interaction)
         batch = len(item_seq)
         draws = self.inference_draws
         t = torch.full(

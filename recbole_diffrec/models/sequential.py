@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -146,6 +146,12 @@ class SequentialDiffusionRecommender(SequentialRecommender):
     @classmethod
     def check_config(cls, config) -> None:
         check_sequence_config(config)
+
+    def history(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(item_seq, item_seq_len)`` of a batch, refusing samples without history."""
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        check_sequence_lengths(item_seq_len)
+        return interaction[self.ITEM_SEQ], item_seq_len
 
     def last_position(self, output: torch.Tensor, item_seq_len: torch.Tensor):
         """The output at each sequence's last real item (RecBole pads on the right)."""
