@@ -646,13 +646,14 @@ def accuracy_section(spec, acc, figures: Path) -> str:
         + " |",
         "|---|---|" + "---|" * len(METRICS),
     ]
+    searched = {j["name"] for j in acc["grid_jobs"]}
     for name, metrics in rows.items():
         model, settings = acc["best"][name]
         cells = []
         for m in METRICS:
             cell = fmt(metrics[m])
             cells.append(f"**{cell}**" if winners[m] == name else cell)
-        if name in {j["name"] for j in acc["grid_jobs"]}:
+        if name in searched:
             setting = ", ".join(f"{k}={v}" for k, v in settings.items())
         elif name.startswith("recbole."):
             setting = "official (spelled out in the spec)"

@@ -78,6 +78,34 @@ def check_positive_int_list(key: str, value: Any, allow_empty: bool = False) -> 
     return list(value)
 
 
+def check_int(key: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}: got {value!r}; allowed: an integer >= {minimum}")
+    return value
+
+
+def check_fraction(key: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value < 1
+    ):
+        raise ValueError(f"{key}: got {value!r}; allowed: a number in [0, 1)")
+    return float(value)
+
+
+def check_nonnegative(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"{key}: got {value!r}; allowed: a number >= 0")
+    return float(value)
+
+
+def check_choice(key: str, value: Any, allowed: tuple) -> str:
+    if value not in allowed:
+        raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
 class UserBatchRecommender(GeneralRecommender):
     """A general recommender trained on batches of users (RecBole's ``UserDataLoader``).
 

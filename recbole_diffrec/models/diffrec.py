@@ -22,6 +22,8 @@ from recbole.utils import InputType
 from ..diffusion import GaussianDiffusion, MLPDenoiser, check_diffusion_settings
 from .base import (
     SparseUserRows,
+    check_fraction,
+    check_int,
     UserBatchRecommender,
     check_positive_int_list,
     require_plugin_config,
@@ -109,12 +111,8 @@ class DiffRec(UserBatchRecommender):
                 f"inference_steps: got {steps!r}; allowed: null (all steps) or an integer "
                 f"in [1, steps={config['steps']}]"
             )
-        emb = config["embedding_size"]
-        if isinstance(emb, bool) or not isinstance(emb, int) or emb < 1:
-            raise ValueError(f"embedding_size: got {emb!r}; allowed: an integer >= 1")
-        dropout = config["dropout"]
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout: got {dropout!r}; allowed: a number in [0, 1)")
+        check_int("embedding_size", config["embedding_size"], 1)
+        check_fraction("dropout", config["dropout"])
 
     def history_matrix(self, config, dataset) -> sp.csr_matrix:
         """Binary users x real-items training matrix (sparse)."""

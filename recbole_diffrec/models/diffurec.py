@@ -29,14 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
+from .base import check_choice, check_fraction, check_int, check_nonnegative
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
     build_diffusion,
-    check_choice,
-    check_fraction,
-    check_int,
-    check_nonnegative,
     step_mlp,
     xavier_init,
 )

@@ -24,7 +24,12 @@ import torch
 
 from ..clustering import EMBEDDING_SOURCES, cluster_items, item_embeddings
 from .autoencoder import ClusteredVAE, multinomial_nll
-from .base import check_positive_int_list
+from .base import (
+    check_fraction,
+    check_int,
+    check_nonnegative,
+    check_positive_int_list,
+)
 from .diffrec import DiffRec
 
 
@@ -95,9 +100,7 @@ class LDiffRec(DiffRec):
     @staticmethod
     def check_config(config) -> None:
         DiffRec.check_config(config)
-        n_cate = config["n_cate"]
-        if isinstance(n_cate, bool) or not isinstance(n_cate, int) or n_cate < 1:
-            raise ValueError(f"n_cate: got {n_cate!r}; allowed: an integer >= 1")
+        n_cate = check_int("n_cate", config["n_cate"], 1)
         check_positive_int_list("in_dims", config["in_dims"])
         check_positive_int_list("out_dims", config["out_dims"], allow_empty=True)
         if min(config["in_dims"]) < n_cate:
@@ -119,22 +122,10 @@ class LDiffRec(DiffRec):
             "wd1",
             "wd2",
         ):
-            value = config[key]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or value < 0
-            ):
-                raise ValueError(f"{key}: got {value!r}; allowed: a number >= 0")
+            check_nonnegative(key, config[key])
         for key in ("anneal_steps", "vae_anneal_steps"):
-            value = config[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{key}: got {value!r}; allowed: an integer >= 0")
-        dropout = config["ae_dropout"]
-        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"ae_dropout: got {dropout!r}; allowed: a number in [0, 1)"
-            )
+            check_int(key, config[key], 0)
+        check_fraction("ae_dropout", config["ae_dropout"])
 
     def optimizer_param_groups(self) -> List[Dict[str, Any]]:
         """lr1/wd1 for the autoencoder, lr2/wd2 for the denoiser (two optimizers in the

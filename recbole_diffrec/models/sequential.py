@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -10,35 +10,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from ..diffusion import GaussianDiffusion
-from .base import require_plugin_config
-
-
-def check_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}: got {value!r}; allowed: an integer >= {minimum}")
-    return value
-
-
-def check_fraction(key: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value < 1
-    ):
-        raise ValueError(f"{key}: got {value!r}; allowed: a number in [0, 1)")
-    return float(value)
-
-
-def check_nonnegative(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{key}: got {value!r}; allowed: a number >= 0")
-    return float(value)
-
-
-def check_choice(key: str, value: Any, allowed: tuple) -> str:
-    if value not in allowed:
-        raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
-    return value
+from .base import check_fraction, check_int, require_plugin_config
 
 
 def check_sequence_config(config) -> None:
