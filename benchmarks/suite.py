@@ -12,12 +12,17 @@ Sections (settings in properties/experiment/ml1m_clean_suite.yaml):
 - speed: plugin vs RecBole built-in on the same settings (taken from the accuracy runs).
 - scale: DiffRec vs L-DiffRec on generated catalogues of growing size.
 - steps: DiffRec inference on respaced chains of fewer reverse steps.
+- stopping: the accuracy runs again with a longer early-stopping patience, the test set
+  scored at every validation, so one run per model and seed gives the validation-selected
+  result under each patience listed in the spec (the reference code's 20 epochs included).
 - sequential: DiffuRec and SeqDiffRec vs SASRec, BERT4Rec and GRU4Rec on amazon-beauty and
   amazon-toys, leave-one-out, full ranking, each model on the same CPU-time budget
   (settings in properties/experiment/sequential_suite.yaml).
 
 Every run is a subprocess writing one JSON file under the results folder; a run whose file
-exists is skipped, so an interrupted suite resumes where it stopped. With --cached-only
+exists is skipped, so an interrupted suite resumes where it stopped. Several suite processes
+may share the work (e.g. two with OMP_NUM_THREADS=1 on a 2-core machine): a run being done
+by a live process is locked and skipped by the others. With --cached-only
 nothing runs: every section reports the runs cached so far and lists the ones still pending.
 """
 
@@ -43,7 +48,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "properties" / "experiment" / "ml1m_clean_suite.yaml"
 SEQUENTIAL_SPEC = ROOT / "properties" / "experiment" / "sequential_suite.yaml"
-SECTIONS = ("accuracy", "speed", "scale", "steps", "sequential")
+SECTIONS = ("accuracy", "speed", "stopping", "scale", "steps", "sequential")
 SEQUENTIAL_METRICS = ("hit@10", "hit@20", "ndcg@10", "ndcg@20")
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 
@@ -226,6 +231,74 @@ def accuracy_worker(spec, job) -> Dict[str, Any]:
         "model_file": result["model_file"],
         # 1-minute load averages: above the core count, other work shared the machine.
         "load_average": [load_start, os.getloadavg()[0]],
+    }
+
+
+def select_by_patience(
+    curve: List[Dict[str, Any]], metric: str, patience: int
+) -> Dict[str, Any]:
+    """The validation point RecBole's early stopping keeps with ``stopping_step=patience``:
+    a score >= the best so far becomes the best; the run stops once ``patience + 1``
+    validations in a row fall below it."""
+    best, chosen, waited = -np.inf, curve[0], 0
+    for point in curve:
+        if point["valid"][metric] >= best:
+            best, chosen, waited = point["valid"][metric], point, 0
+        else:
+            waited += 1
+            if waited > patience:
+                break
+    return chosen
+
+
+def stopping_worker(spec, job) -> Dict[str, Any]:
+    """One long-patience run; the test set is scored at every validation (reported only at
+    the points the validation metric selects)."""
+    from unittest import mock
+
+    from recbole_diffrec import get_model, get_trainer, quick_start, run
+
+    loaders: Dict[str, Any] = {}
+    curve: List[Dict[str, Any]] = []
+    epoch_seconds: List[float] = []
+
+    def capture(*args, **kwargs):
+        loaders["train"], loaders["valid"], loaders["test"] = prepare(*args, **kwargs)
+        return loaders["train"], loaders["valid"], loaders["test"]
+
+    prepare = quick_start.data_preparation
+
+    class CurveTrainer(get_trainer(get_model(job["model"]))):
+        def _train_epoch(self, *args, **kwargs):
+            start = time.perf_counter()
+            loss = super()._train_epoch(*args, **kwargs)
+            epoch_seconds.append(time.perf_counter() - start)
+            return loss
+
+        def _valid_epoch(self, valid_data, show_progress=False):
+            score, result = super()._valid_epoch(valid_data, show_progress)
+            test = self.evaluate(loaders["test"], load_best_model=False)
+            curve.append(
+                {"epoch": len(epoch_seconds), "valid": dict(result), "test": dict(test)}
+            )
+            return score, result
+
+    settings = {**run_config(spec, job), "stopping_step": job["stopping_step"]}
+    start = time.perf_counter()
+    with mock.patch.object(quick_start, "data_preparation", capture):
+        run(
+            job["model"],
+            spec["dataset"] if not spec["quick"] else "quick-synth",
+            config_file_list=[str(ROOT / spec["dataset_config"])],
+            config_dict=settings,
+            saved=False,
+            trainer_class=CurveTrainer,
+        )
+    return {
+        "curve": curve,
+        "epochs": len(epoch_seconds),
+        "epoch_seconds": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+        "time_to_result": time.perf_counter() - start,
     }
 
 
@@ -457,6 +530,7 @@ def sequential_worker(spec, job) -> Dict[str, Any]:
 
 WORKERS = {
     "accuracy": accuracy_worker,
+    "stopping": stopping_worker,
     "steps": steps_worker,
     "scale": scale_worker,
     "sequential": sequential_worker,
@@ -476,6 +550,10 @@ def execute(spec, jobs: List[Dict[str, Any]], label: str) -> None:
     for job in pending:
         path = job_file(spec["quick"], job)
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock = claim(path)
+        if lock is None:  # another suite process is on it
+            bar.update(1)
+            continue
         bar.set_postfix_str(
             f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
         )
@@ -489,11 +567,36 @@ def execute(spec, jobs: List[Dict[str, Any]], label: str) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=err,
             )
+        lock.unlink(missing_ok=True)
         if proc.returncode != 0:
             bar.close()
             raise SystemExit(f"run failed ({job}); see {log}")
         bar.update(1)
     bar.close()
+
+
+def claim(path: Path) -> Optional[Path]:
+    """Lock a run for this process; None when a live process holds it or it is done."""
+    lock = path.with_suffix(".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return None  # held by a live process
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # left by a process that died: take over
+                continue
+            except FileNotFoundError:
+                continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        if path.is_file():  # finished by another process meanwhile
+            lock.unlink()
+            return None
+        return lock
+    return None
 
 
 def read(spec, job) -> Dict[str, Any]:
@@ -566,6 +669,30 @@ def accuracy_jobs(spec) -> Dict[str, Any]:
         ]
         execute(spec, seed_jobs[name], f"{name} seeds")
     return {"seed_jobs": seed_jobs, "grid_jobs": grid_jobs, "best": best}
+
+
+def stopping_jobs(spec, acc) -> Dict[str, List[Dict[str, Any]]]:
+    """Each listed model's accuracy setting (a baseline's grid winner) with every seed and
+    the longest patience; models whose grid is unfinished wait."""
+    stop = spec["stopping"]
+    jobs = {
+        name: [
+            {
+                "section": "stopping",
+                "name": name,
+                "model": acc["best"][name][0],
+                "settings": acc["best"][name][1],
+                "seed": seed,
+                "stopping_step": max(stop["patiences"]),
+            }
+            for seed in spec["seeds"]
+        ]
+        for name in stop["models"]
+        if name in acc["best"]
+    }
+    for name, model_jobs in jobs.items():
+        execute(spec, model_jobs, f"{name} stopping")
+    return jobs
 
 
 def steps_job(spec) -> Dict[str, Any]:
@@ -714,6 +841,94 @@ def accuracy_section(spec, acc, figures: Path) -> str:
         f"`{SPEC.relative_to(ROOT)}`). Bold: the best mean in each column.\n\n"
         + "\n".join(lines)
         + f"\n\n{verdict}\n{pending}\n![accuracy](figures/accuracy.png)\n"
+    )
+
+
+def stopping_section(spec, acc, jobs, figures: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    patiences = spec["stopping"]["patiences"]
+    protocol = yaml.safe_load((ROOT / spec["dataset_config"]).read_text())
+    if spec["quick"]:
+        protocol.update(QUICK_OVERRIDES)
+    eval_step, reference = protocol["eval_step"], protocol["stopping_step"]
+    metric = protocol["valid_metric"].lower()
+    head = (
+        "| model | "
+        + " | ".join(
+            f"patience {p}: test NDCG@20 / Recall@20 (epoch)" for p in patiences
+        )
+        + " |"
+    )
+    lines = [head, "|---|" + "---|" * len(patiences)]
+    mismatches, curves = [], {}
+    for name, model_jobs in jobs.items():
+        if not all(cached(spec, j) for j in model_jobs):
+            continue
+        results = [read(spec, j) for j in model_jobs]
+        cells = []
+        for p in patiences:
+            chosen = [select_by_patience(r["curve"], metric, p) for r in results]
+            ndcg = [c["test"]["ndcg@20"] for c in chosen]
+            recall = [c["test"]["recall@20"] for c in chosen]
+            epochs = "/".join(str(c["epoch"]) for c in chosen)
+            cells.append(f"{fmt(ndcg)} / {fmt(recall)} ({epochs})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        # The accuracy runs stopped with the same rule at their stopping_step: the same
+        # selection must come out of these curves (training is deterministic).
+        for job, result in zip(model_jobs, results):
+            twin = dict(job, section="accuracy")
+            twin.pop("stopping_step")
+            if cached(spec, twin):
+                same = select_by_patience(result["curve"], metric, reference)
+                expected = read(spec, twin)["test"]["ndcg@20"]
+                if abs(same["test"]["ndcg@20"] - expected) > 1e-9:
+                    mismatches.append(
+                        f"{name} seed {job['seed']}: {same['test']['ndcg@20']} here, "
+                        f"{expected} in the accuracy run"
+                    )
+        curves[name] = results[0]["curve"]
+    everything = [j for js in jobs.values() for j in js]
+    check = (
+        "Check: with patience "
+        f"{reference} every curve selects the checkpoint its accuracy run kept "
+        "(same test NDCG@20)."
+        if not mismatches
+        else "**Mismatch with the accuracy runs**: " + "; ".join(mismatches) + "."
+    )
+    if curves:
+        fig, ax = plt.subplots(figsize=(9, 4))
+        for name, curve in curves.items():
+            line = ax.plot(
+                [c["epoch"] for c in curve],
+                [c["valid"][metric] for c in curve],
+                linewidth=0.9,
+                label=f"{name} valid",
+            )[0]
+            ax.plot(
+                [c["epoch"] for c in curve],
+                [c["test"][metric] for c in curve],
+                linewidth=0.9,
+                linestyle="--",
+                color=line.get_color(),
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("Recall@20 (solid valid, dashed test)")
+        ax.legend(fontsize=7, ncol=2)
+        save_figure(fig, figures / "stopping.png")
+    return (
+        f"## Early stopping: the reference code's patience vs a longer one\n\n"
+        f"Each model's accuracy setting, seeds {spec['seeds']}, trained until "
+        f"{max(patiences) + 1} validations in a row (every {eval_step} epochs) fall "
+        f"below the best validation {metric}; the test set is scored at every validation and "
+        "reported at the point each patience selects (RecBole's rule: a validation score "
+        ">= the best so far is the new best). Patience "
+        f"{reference} is the protocol of the accuracy table (the reference "
+        "code stops 20 epochs after its best validation). Cells: mean ± std over seeds; "
+        "epochs selected per seed.\n\n"
+        + "\n".join(lines)
+        + f"\n\n{check}\n{pending_line(spec, everything)}"
+        + ("\n![stopping](figures/stopping.png)\n" if curves else "")
     )
 
 
@@ -1013,11 +1228,14 @@ def main(argv: Optional[List[str]] = None) -> None:
     figures = report_path.parent / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     parts = []
-    acc = accuracy_jobs(spec) if {"accuracy", "speed"} & set(args.sections) else None
+    needs_acc = {"accuracy", "speed", "stopping"} & set(args.sections)
+    acc = accuracy_jobs(spec) if needs_acc else None
     if "accuracy" in args.sections:
         parts.append(accuracy_section(spec, acc, figures))
     if "speed" in args.sections:
         parts.append(speed_section(spec, acc, figures))
+    if "stopping" in args.sections:
+        parts.append(stopping_section(spec, acc, stopping_jobs(spec, acc), figures))
     if "scale" in args.sections:
         parts.append(scale_section(spec, scale_jobs(spec), figures))
     if "steps" in args.sections:
