@@ -1,10 +1,66 @@
-"""The benchmark suite's --quick pipeline end to end, and its result caching."""
+"""The benchmark suite's --quick pipeline end to end, its result caching, its early-stopping
+selection and its run locks."""
 
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_suite():
+    spec = importlib.util.spec_from_file_location(
+        "suite", ROOT / "benchmarks" / "suite.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def point(epoch, valid, test):
+    return {"epoch": epoch, "valid": {"recall@20": valid}, "test": {"ndcg@20": test}}
+
+
+def test_patience_selection_follows_recbole_early_stopping():
+    suite = load_suite()
+    curve = [
+        point(5, 0.10, 0.01),
+        point(10, 0.12, 0.02),
+        point(15, 0.11, 0.03),
+        point(
+            20, 0.12, 0.04
+        ),  # a tie is the new best (RecBole's >=) and resets the wait
+        point(25, 0.11, 0.05),
+        point(30, 0.11, 0.06),
+        point(35, 0.11, 0.07),  # third worse validation in a row: patience 2 stops here
+        point(40, 0.13, 0.08),
+    ]
+    chosen = [suite.select_by_patience(curve, "recall@20", p) for p in (0, 2, 3)]
+    assert [c["epoch"] for c in chosen] == [10, 20, 40]
+    assert chosen[1]["test"]["ndcg@20"] == 0.04
+
+
+def test_a_run_locked_by_a_live_process_is_skipped_and_a_dead_ones_lock_is_taken(
+    tmp_path,
+):
+    suite = load_suite()
+    result = tmp_path / "run.json"
+    lock = suite.claim(result)
+    assert lock == tmp_path / "run.lock" and lock.read_text() == str(os.getpid())
+    assert suite.claim(result) is None  # held by this (live) process
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    lock.write_text(dead)
+    taken = suite.claim(result)
+    assert taken == lock and lock.read_text() == str(os.getpid())
+    lock.unlink()
+    result.write_text("{}")  # already done: nothing to claim
+    assert suite.claim(result) is None and not lock.exists()
 
 
 def run_suite(results, *extra):
@@ -34,9 +90,10 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
         "## Scale",
         "## Fewer reverse steps",
         "## Sequential recommenders",
+        "## Early stopping",
     ):
         assert heading in report
-    for figure in ("accuracy", "speed", "scale", "steps", "sequential"):
+    for figure in ("accuracy", "speed", "scale", "steps", "sequential", "stopping"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f"figures/{figure}.png" in report
     assert "QUICK MODE" in report
@@ -58,6 +115,9 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     for model in ("DiffuRec", "SeqDiffRec", "SASRec", "BERT4Rec", "GRU4Rec"):
         assert f"| quick-seq | {model} |" in report
     assert "**not masked**" in report  # the protocol is named
+    # The long-patience reruns select what the accuracy runs kept under patience 2.
+    assert "every curve selects the checkpoint its accuracy run kept" in report
+    assert "| LDiffRec | " in report.split("## Early stopping")[1]
 
     runs = sorted(results.rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in runs}
