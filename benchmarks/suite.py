@@ -793,9 +793,15 @@ def accuracy_section(spec, acc, figures: Path) -> str:
                 ]
             )
         lines.append(f"| {name} | {setting} | " + " | ".join(cells) + " |")
-    diffusion = [n for n in rows if "DiffRec" in n and not n.startswith("recbole.")]
-    recbole_diffusion = [n for n in rows if "DiffRec" in n and n.startswith("recbole.")]
-    baselines = [n for n in rows if "DiffRec" not in n]
+    sys.path.insert(0, str(ROOT))
+    from recbole_diffrec.registry import PLUGIN_MODELS, RECBOLE_PREFIX
+
+    # By the model each entry runs: the plugin's own, RecBole's namesakes of them (its
+    # DiffRec and LDiffRec, "recbole.<name>"), and RecBole's other models, the baselines.
+    model_of = {n: acc["best"][n][0] for n in rows}
+    diffusion = [n for n in rows if model_of[n] in PLUGIN_MODELS]
+    recbole_diffusion = [n for n in rows if model_of[n].startswith(RECBOLE_PREFIX)]
+    baselines = [n for n in rows if n not in diffusion + recbole_diffusion]
 
     def ndcg20(name: str) -> float:
         return float(np.mean(rows[name]["ndcg@20"]))
