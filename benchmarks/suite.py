@@ -261,12 +261,11 @@ def stopping_worker(spec, job) -> Dict[str, Any]:
     loaders: Dict[str, Any] = {}
     curve: List[Dict[str, Any]] = []
     epoch_seconds: List[float] = []
-
-    def capture(*args, **kwargs):
-        loaders["train"], loaders["valid"], loaders["test"] = prepare(*args, **kwargs)
-        return loaders["train"], loaders["valid"], loaders["test"]
-
     prepare = quick_start.data_preparation
+
+    def capture(*args, **kwargs):  # run() builds the loaders; keep the test one
+        train, valid, loaders["test"] = prepare(*args, **kwargs)
+        return train, valid, loaders["test"]
 
     class CurveTrainer(get_trainer(get_model(job["model"]))):
         def _train_epoch(self, *args, **kwargs):
