@@ -256,24 +256,18 @@ def stopping_worker(spec, job) -> Dict[str, Any]:
     the points the validation metric selects)."""
     from unittest import mock
 
-    from recbole_diffrec import get_model, get_trainer, quick_start, run
+    from recbole_diffrec import quick_start, run
 
     loaders: Dict[str, Any] = {}
     curve: List[Dict[str, Any]] = []
-    epoch_seconds: List[float] = []
+    TimedTrainer, epoch_seconds, _ = timed_trainer(job["model"])
     prepare = quick_start.data_preparation
 
     def capture(*args, **kwargs):  # run() builds the loaders; keep the test one
         train, valid, loaders["test"] = prepare(*args, **kwargs)
         return train, valid, loaders["test"]
 
-    class CurveTrainer(get_trainer(get_model(job["model"]))):
-        def _train_epoch(self, *args, **kwargs):
-            start = time.perf_counter()
-            loss = super()._train_epoch(*args, **kwargs)
-            epoch_seconds.append(time.perf_counter() - start)
-            return loss
-
+    class CurveTrainer(TimedTrainer):
         def _valid_epoch(self, valid_data, show_progress=False):
             score, result = super()._valid_epoch(valid_data, show_progress)
             test = self.evaluate(loaders["test"], load_best_model=False)
