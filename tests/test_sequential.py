@@ -16,7 +16,7 @@ from recbole_diffrec.convert import convert_sequences, ensure_release_converted
 from recbole_diffrec.data import MaskedHistoryEvalDataLoader, data_preparation
 from recbole_diffrec.diffusion import GaussianDiffusion
 from recbole_diffrec.diffusion.schedules import get_betas
-from recbole_diffrec.models.sequential import check_sequence_lengths
+from recbole_diffrec.models.sequential import TransformerStack, check_sequence_lengths
 from recbole_diffrec.synthetic import generate_sequences, write_sequences
 
 SEQUENCE_YAML = str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")
@@ -166,6 +166,98 @@ def test_seqdiffrec_ignores_padding_and_sees_the_noised_target(sequences):
     assert torch.allclose(net.denoise(garbage, length, x_t, t), out, atol=1e-5)
     # The prediction depends on the noised target placed after the history.
     assert not torch.allclose(net.denoise(seq, length, x_t + 1.0, t), out)
+
+
+# ---------------------------------------------------------------------------- Transformer
+def reference_block(block, x, padded):
+    """DiffuRec's reference block written out (eval mode): padded query rows get one
+    constant score everywhere (uniform attention), keys are never masked."""
+    hidden, heads = x.shape[-1], block.attention.n_heads
+    q, k, v = block.attention.qkv(block.attention_norm(x)).split(hidden, dim=-1)
+    q, k, v = (
+        p.unflatten(-1, (heads, hidden // heads)).transpose(1, 2) for p in (q, k, v)
+    )
+    scores = q @ k.transpose(-2, -1) / (hidden // heads) ** 0.5
+    scores = scores.masked_fill(padded[:, None, :, None], -1e9)
+    attended = (scores.softmax(-1) @ v).transpose(1, 2).flatten(2)
+    x = x + block.attention.out(attended)
+    inner = block.feed_forward_in(block.feed_forward_norm(x))
+    inner = (
+        0.5
+        * inner
+        * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (inner + 0.044715 * inner**3)))
+    )
+    return x + block.feed_forward_out(inner)
+
+
+def test_transformer_matches_the_reference_attention_written_out():
+    torch.manual_seed(0)
+    stack = TransformerStack(16, 2, 4, 0.1, activation="gelu-tanh", block_dropout=True)
+    stack.eval()
+    x, lengths = torch.randn(5, 7, 16), torch.tensor([1, 3, 7, 5, 2])
+    padded = torch.arange(7).unsqueeze(0) >= lengths.unsqueeze(1)
+    expected = x
+    for block in stack.layers:
+        expected = reference_block(block, expected, padded)
+    rows = torch.arange(5)
+    full = stack(x, uniform_rows=padded)
+    assert torch.allclose(full, expected, atol=1e-5)
+    # Asking for one position per sequence gives the same values there.
+    last = stack(x, uniform_rows=padded, output_index=lengths - 1)
+    assert last.shape == (5, 16)
+    assert torch.allclose(last, expected[rows, lengths - 1], atol=1e-5)
+    # Padded keys stay visible: what sits at a padded position changes the output.
+    changed = x.clone()
+    changed[padded] += 1.0
+    assert not torch.allclose(
+        stack(changed, uniform_rows=padded)[rows, lengths - 1], last
+    )
+
+
+def test_transformer_masks_and_output_index_agree_with_full_output():
+    torch.manual_seed(0)
+    stack = TransformerStack(16, 2, 2, 0.0).eval()
+    x, lengths = torch.randn(4, 6, 16), torch.tensor([0, 2, 5, 3])
+    padded = torch.arange(6).unsqueeze(0) > lengths.unsqueeze(1)
+    causal = torch.triu(torch.ones(6, 6, dtype=torch.bool), diagonal=1)
+    rows = torch.arange(4)
+    for attn_mask in (None, causal):
+        full = stack(x, attn_mask, padded)
+        picked = stack(x, attn_mask, padded, output_index=lengths)
+        assert torch.allclose(picked, full[rows, lengths], atol=1e-5)
+        # Masked keys are ignored.
+        changed = x.masked_fill(padded.unsqueeze(-1), 5.0)
+        assert torch.allclose(
+            stack(changed, attn_mask, padded, output_index=lengths), picked, atol=1e-5
+        )
+    # Causal: a position does not see later ones.
+    later = x.clone()
+    later[:, 3:] += 1.0
+    assert torch.allclose(
+        stack(later, causal)[:, :3], stack(x, causal)[:, :3], atol=1e-5
+    )
+
+
+def test_block_output_dropout_as_the_reference():
+    torch.manual_seed(0)
+    x = torch.randn(64, 10, 16)
+    with_block = TransformerStack(16, 1, 2, 0.5, block_dropout=True).train()
+    without = TransformerStack(16, 1, 2, 0.5).train()
+    # Only a dropout on the block output zeroes whole elements of the residual stream.
+    assert float((with_block(x) == 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+    assert float((without(x) == 0).float().mean()) == 0.0
+
+
+def test_diffurec_initialisation_as_the_reference(sequences):
+    _, net, _, _, _ = build("DiffuRec", {**sequences, "hidden_size": 64})
+    assert float(net.item_embedding.weight.std()) == pytest.approx(1.0, abs=0.05)
+    block = net.transformer.layers[0]
+    # PyTorch's default linear init on the projections: uniform within 1/sqrt(fan_in).
+    assert float(block.attention.qkv.weight.abs().max()) <= 64**-0.5
+    assert float(block.attention.qkv.bias.abs().max()) > 0
+    # Xavier-normal feed-forward: std sqrt(2 / (fan_in + fan_out)).
+    std = float(block.feed_forward_in.weight.std())
+    assert std == pytest.approx((2 / (64 + 256)) ** 0.5, rel=0.05)
 
 
 def test_empty_history_is_refused():

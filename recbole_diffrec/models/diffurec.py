@@ -19,10 +19,15 @@ noise, as the reference), and ranks all items by inner product with the final x0
 Details taken from the reference code: no position embeddings; item embeddings go through
 dropout then LayerNorm; the history attention mask is applied to query rows only (padded
 keys stay visible; ``attention_mask: padding`` masks them instead); steps are rescaled to
-t x 1000 / T before the sinusoidal embedding; the padding item takes part in the softmax.
+t x 1000 / T before the sinusoidal embedding; the padding item takes part in the softmax;
+each Transformer block ends in one more dropout on its output; the feed-forward uses the
+tanh approximation of GELU; PyTorch's default initialisation except Xavier-normal attention
+output and feed-forward weights.
 """
 
 from __future__ import annotations
+
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +40,6 @@ from .sequential import (
     TransformerStack,
     build_diffusion,
     step_mlp,
-    xavier_init,
 )
 
 ATTENTION_MASKS = ("reference", "padding")
@@ -60,12 +64,18 @@ class DiffuRec(SequentialDiffusionRecommender):
         self.emb_norm = nn.LayerNorm(self.hidden_size, eps=1e-12)
         self.time_embed = step_mlp(self.hidden_size)
         self.transformer = TransformerStack(
-            self.hidden_size, config["n_layers"], self.n_heads, config["dropout"]
+            self.hidden_size,
+            config["n_layers"],
+            self.n_heads,
+            config["dropout"],
+            activation="gelu-tanh",
+            block_dropout=True,
         )
         self.out_dropout = nn.Dropout(config["dropout"])
         self.out_norm = nn.LayerNorm(self.hidden_size, eps=1e-12)
         self.diffusion = build_diffusion(config)
-        self.apply(xavier_init)
+        # Initialisation as the reference: PyTorch's defaults (N(0, 1) item embeddings,
+        # uniform linear layers) but the blocks' Xavier-normal projections.
 
     @classmethod
     def check_config(cls, config) -> None:
@@ -79,24 +89,18 @@ class DiffuRec(SequentialDiffusionRecommender):
     def encode_history(self, item_seq: torch.Tensor) -> torch.Tensor:
         return self.emb_norm(self.emb_dropout(self.item_embedding(item_seq)))
 
-    def _masks(self, item_seq: torch.Tensor):
+    def _masks(self, item_seq: torch.Tensor) -> Dict[str, torch.Tensor]:
         padded = item_seq == 0
         if self.attention_mask == "padding":
-            return None, padded
+            return {"key_padding_mask": padded}
         # Reference behaviour: a padded query row attends uniformly to every position
         # (its scores are all filled with the same value); keys are never masked.
-        rows = padded.repeat_interleave(self.n_heads, dim=0)  # (B * heads, L)
-        length = item_seq.shape[1]
-        attn = torch.zeros(
-            rows.shape[0], length, length, device=item_seq.device, dtype=torch.float
-        )
-        attn.masked_fill_(rows.unsqueeze(-1), -1e9)
-        return attn, None
+        return {"uniform_rows": padded}
 
     def approximate_x0(
         self,
         history: torch.Tensor,
-        masks,
+        masks: Dict[str, torch.Tensor],
         item_seq_len: torch.Tensor,
         x_t: torch.Tensor,
         t: torch.Tensor,
@@ -113,9 +117,11 @@ class DiffuRec(SequentialDiffusionRecommender):
             size=history.shape,
             device=history.device,
         )
-        hidden = self.transformer(history + scale * x_t.unsqueeze(1), *masks)
-        hidden = self.out_norm(self.out_dropout(hidden))
-        return self.last_position(hidden, item_seq_len)
+        # Only the last real position's output is used: the last block computes no other.
+        hidden = self.transformer(
+            history + scale * x_t.unsqueeze(1), output_index=item_seq_len - 1, **masks
+        )
+        return self.out_norm(self.out_dropout(hidden))
 
     # ------------------------------------------------------------------ training
     def calculate_loss(self, interaction) -> torch.Tensor:

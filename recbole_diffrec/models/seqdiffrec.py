@@ -143,8 +143,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
                 diagonal=1,
             )
         )
-        hidden = self.transformer(hidden, causal, padded)
-        return self.out_norm(hidden[rows, item_seq_len])
+        # Only the target position's output is used: the last block computes no other.
+        hidden = self.transformer(hidden, causal, padded, output_index=item_seq_len)
+        return self.out_norm(hidden)
 
     def round_logits(self, x0: torch.Tensor) -> torch.Tensor:
         weight = (

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
@@ -60,32 +62,160 @@ def check_sequence_lengths(item_seq_len: torch.Tensor) -> None:
         )
 
 
-class TransformerStack(nn.Module):
-    """Pre-LN Transformer encoder blocks (GELU feed-forward of 4 x hidden), bidirectional
-    unless a mask says otherwise."""
+ACTIVATIONS = {
+    "gelu": F.gelu,
+    # The tanh approximation DiffuRec's reference code writes out.
+    "gelu-tanh": partial(F.gelu, approximate="tanh"),
+}
 
-    def __init__(self, hidden: int, n_layers: int, n_heads: int, dropout: float):
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with one fused query/key/value projection.
+
+    ``uniform_rows`` (bool, batch x length) marks query rows that attend uniformly to every
+    position, as DiffuRec's reference code does for padded positions (it overwrites their
+    scores with one constant). Zeroing those queries gives every score the same value 0, so
+    the rows stay uniform, attention dropout included, without a dense mask.
+    ``query_index`` (batch,) computes one query row per sequence (the others are not needed
+    by the last block), keys and values still come from every position.
+    """
+
+    def __init__(self, hidden: int, n_heads: int, dropout: float):
         super().__init__()
-        layer = nn.TransformerEncoderLayer(
-            hidden,
-            n_heads,
-            dim_feedforward=4 * hidden,
-            dropout=dropout,
-            activation="gelu",
-            layer_norm_eps=1e-12,
-            batch_first=True,
-            norm_first=True,
+        self.n_heads = n_heads
+        self.dropout = dropout
+        # Default nn.Linear init on the fused projection is the same distribution as three
+        # separate hidden x hidden layers (the bound depends on fan-in only).
+        self.qkv = nn.Linear(hidden, 3 * hidden)
+        self.out = nn.Linear(hidden, hidden)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        blocked: Optional[torch.Tensor] = None,
+        uniform_rows: Optional[torch.Tensor] = None,
+        query_index: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        batch, length, hidden = x.shape
+        weight, bias = self.qkv.weight, self.qkv.bias
+        if query_index is None:
+            q, k, v = F.linear(x, weight, bias).split(hidden, dim=-1)
+        else:
+            rows = torch.arange(batch, device=x.device)
+            q = F.linear(x[rows, query_index], weight[:hidden], bias[:hidden])
+            q = q.unsqueeze(1)
+            k, v = F.linear(x, weight[hidden:], bias[hidden:]).split(hidden, dim=-1)
+            if uniform_rows is not None:
+                uniform_rows = uniform_rows[rows, query_index].unsqueeze(1)
+            if blocked is not None and blocked.shape[1] > 1:  # a mask per query row
+                blocked = blocked.expand(batch, -1, -1)[rows, query_index].unsqueeze(1)
+        if uniform_rows is not None:
+            q = q.masked_fill(uniform_rows.unsqueeze(-1), 0.0)
+        q, k, v = (
+            part.reshape(batch, -1, self.n_heads, hidden // self.n_heads).transpose(
+                1, 2
+            )
+            for part in (q, k, v)
         )
-        # Pre-LN stacks need no final norm here: each model applies its own output norm.
-        self.layers = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=None if blocked is None else ~blocked.unsqueeze(1),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        return self.out(out.transpose(1, 2).reshape(batch, -1, hidden))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN block: x + drop(attn(LN(x))), then + drop(ffn(LN(x))) with a 4 x hidden
+    feed-forward (dropout after its activation); ``block_dropout`` adds one more dropout
+    on the block's output, as DiffuRec's reference code has."""
+
+    def __init__(
+        self,
+        hidden: int,
+        n_heads: int,
+        dropout: float,
+        activation: str = "gelu",
+        block_dropout: bool = False,
+    ):
+        super().__init__()
+        self.attention_norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.attention = SelfAttention(hidden, n_heads, dropout)
+        self.feed_forward_norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.feed_forward_in = nn.Linear(hidden, 4 * hidden)
+        self.feed_forward_out = nn.Linear(4 * hidden, hidden)
+        self.activation = ACTIVATIONS[activation]
+        self.dropout = nn.Dropout(dropout)
+        self.block_dropout = nn.Dropout(dropout) if block_dropout else nn.Identity()
+        # DiffuRec's reference initialisation: Xavier-normal output projection and
+        # feed-forward weights, PyTorch's defaults elsewhere.
+        for layer in (self.attention.out, self.feed_forward_in, self.feed_forward_out):
+            nn.init.xavier_normal_(layer.weight)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        blocked: Optional[torch.Tensor] = None,
+        uniform_rows: Optional[torch.Tensor] = None,
+        query_index: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        residual = x
+        if query_index is not None:
+            residual = x[torch.arange(len(x), device=x.device), query_index].unsqueeze(
+                1
+            )
+        attended = self.attention(
+            self.attention_norm(x), blocked, uniform_rows, query_index
+        )
+        x = residual + self.dropout(attended)
+        inner = self.activation(self.feed_forward_in(self.feed_forward_norm(x)))
+        x = x + self.dropout(self.feed_forward_out(self.dropout(inner)))
+        return self.block_dropout(x)
+
+
+class TransformerStack(nn.Module):
+    """Pre-LN Transformer blocks (see :class:`TransformerBlock`), bidirectional unless a
+    mask says otherwise. Each model applies its own output norm."""
+
+    def __init__(
+        self,
+        hidden: int,
+        n_layers: int,
+        n_heads: int,
+        dropout: float,
+        activation: str = "gelu",
+        block_dropout: bool = False,
+    ):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TransformerBlock(hidden, n_heads, dropout, activation, block_dropout)
+            for _ in range(n_layers)
+        )
 
     def forward(
         self,
         x: torch.Tensor,
         attn_mask: Optional[torch.Tensor] = None,
         key_padding_mask: Optional[torch.Tensor] = None,
+        uniform_rows: Optional[torch.Tensor] = None,
+        output_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        return self.layers(x, mask=attn_mask, src_key_padding_mask=key_padding_mask)
+        """``attn_mask`` (length x length) and ``key_padding_mask`` (batch x length) are
+        True where attention is not allowed, as in ``nn.TransformerEncoder``;
+        ``uniform_rows`` see :class:`SelfAttention`. With ``output_index`` (batch,) only
+        that position of each sequence is returned (batch x hidden), and the last block
+        computes nothing else."""
+        # One boolean mask, broadcastable to batch x queries x keys.
+        blocked = None if attn_mask is None else attn_mask.unsqueeze(0)
+        if key_padding_mask is not None:
+            padded_keys = key_padding_mask.unsqueeze(1)
+            blocked = padded_keys if blocked is None else blocked | padded_keys
+        for layer in self.layers[:-1]:
+            x = layer(x, blocked, uniform_rows)
+        x = self.layers[-1](x, blocked, uniform_rows, output_index)
+        return x if output_index is None else x.squeeze(1)
 
 
 def step_mlp(hidden: int) -> nn.Module:
@@ -124,10 +254,6 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
         check_sequence_lengths(item_seq_len)
         return interaction[self.ITEM_SEQ], item_seq_len
-
-    def last_position(self, output: torch.Tensor, item_seq_len: torch.Tensor):
-        """The output at each sequence's last real item (RecBole pads on the right)."""
-        return self.gather_indexes(output, item_seq_len - 1)
 
     def predict(self, interaction) -> torch.Tensor:
         scores = self.full_sort_predict(interaction)
