@@ -1176,7 +1176,9 @@ def sequential_section(spec, jobs, figures: Path) -> str:
         f"`{json.dumps(seq['common'])}` and per model "
         + ", ".join(f"{m} `{json.dumps(v)}`" for m, v in seq["models"].items())
         + ". Epochs trained may be fractional (the budget ends a run between batches). "
-        "Bold: the best in each column per dataset.\n\n"
+        "Bold: the best in each column per dataset."
+        + (f" {seq['note'].strip()}" if seq.get("note") else "")
+        + "\n\n"
         + "\n".join(lines)
         + f"\n{pending_line(spec, jobs)}\n![sequential](figures/sequential.png)\n"
     )
