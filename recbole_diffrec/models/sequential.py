@@ -70,14 +70,13 @@ ACTIVATIONS = {
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention with one fused query/key/value projection.
+    """Multi-head attention of ``queries`` over ``keys`` (self-attention when both are the
+    same positions; the last block passes one query row per sequence).
 
-    ``uniform_rows`` (bool, batch x length) marks query rows that attend uniformly to every
+    ``uniform_rows`` (bool, batch x queries) marks query rows that attend uniformly to every
     position, as DiffuRec's reference code does for padded positions (it overwrites their
     scores with one constant). Zeroing those queries gives every score the same value 0, so
     the rows stay uniform, attention dropout included, without a dense mask.
-    ``query_index`` (batch,) computes one query row per sequence (the others are not needed
-    by the last block), keys and values still come from every position.
     """
 
     def __init__(self, hidden: int, n_heads: int, dropout: float):
@@ -91,32 +90,22 @@ class SelfAttention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
         blocked: Optional[torch.Tensor] = None,
         uniform_rows: Optional[torch.Tensor] = None,
-        query_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        batch, length, hidden = x.shape
+        batch, _, hidden = keys.shape
         weight, bias = self.qkv.weight, self.qkv.bias
-        if query_index is None:
-            q, k, v = F.linear(x, weight, bias).split(hidden, dim=-1)
+        if queries is keys:  # one fused projection
+            q, k, v = F.linear(keys, weight, bias).split(hidden, dim=-1)
         else:
-            rows = torch.arange(batch, device=x.device)
-            q = F.linear(x[rows, query_index], weight[:hidden], bias[:hidden])
-            q = q.unsqueeze(1)
-            k, v = F.linear(x, weight[hidden:], bias[hidden:]).split(hidden, dim=-1)
-            if uniform_rows is not None:
-                uniform_rows = uniform_rows[rows, query_index].unsqueeze(1)
-            if blocked is not None and blocked.shape[1] > 1:  # a mask per query row
-                blocked = blocked.expand(batch, -1, -1)[rows, query_index].unsqueeze(1)
+            q = F.linear(queries, weight[:hidden], bias[:hidden])
+            k, v = F.linear(keys, weight[hidden:], bias[hidden:]).split(hidden, dim=-1)
         if uniform_rows is not None:
             q = q.masked_fill(uniform_rows.unsqueeze(-1), 0.0)
-        q, k, v = (
-            part.reshape(batch, -1, self.n_heads, hidden // self.n_heads).transpose(
-                1, 2
-            )
-            for part in (q, k, v)
-        )
+        heads = (self.n_heads, hidden // self.n_heads)
+        q, k, v = (part.unflatten(-1, heads).transpose(1, 2) for part in (q, k, v))
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -124,7 +113,7 @@ class SelfAttention(nn.Module):
             attn_mask=None if blocked is None else ~blocked.unsqueeze(1),
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.out(out.transpose(1, 2).reshape(batch, -1, hidden))
+        return self.out(out.transpose(1, 2).flatten(2))
 
 
 class TransformerBlock(nn.Module):
@@ -161,15 +150,22 @@ class TransformerBlock(nn.Module):
         uniform_rows: Optional[torch.Tensor] = None,
         query_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        residual = x
+        """With ``query_index`` (batch,) only that position of each sequence is computed
+        (batch x 1 x hidden); keys and values still come from every position."""
+        normed = self.attention_norm(x)
+        queries = normed
         if query_index is not None:
-            residual = x[torch.arange(len(x), device=x.device), query_index].unsqueeze(
-                1
-            )
-        attended = self.attention(
-            self.attention_norm(x), blocked, uniform_rows, query_index
-        )
-        x = residual + self.dropout(attended)
+            rows = torch.arange(len(x), device=x.device)
+
+            def pick(rows_of: torch.Tensor) -> torch.Tensor:
+                return rows_of[rows, query_index].unsqueeze(1)
+
+            x, queries = pick(x), pick(normed)
+            if uniform_rows is not None:
+                uniform_rows = pick(uniform_rows)
+            if blocked is not None and blocked.shape[1] > 1:  # a mask per query row
+                blocked = pick(blocked.expand(len(rows), -1, -1))
+        x = x + self.dropout(self.attention(queries, normed, blocked, uniform_rows))
         inner = self.activation(self.feed_forward_in(self.feed_forward_norm(x)))
         x = x + self.dropout(self.feed_forward_out(self.dropout(inner)))
         return self.block_dropout(x)
