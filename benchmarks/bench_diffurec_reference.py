@@ -185,9 +185,9 @@ def main() -> None:
     ensure_release_converted(config)
     train, _, test = data_preparation(config, create_dataset(config))
     plugin = config.model_class(config, train.dataset)
+    settings = reference_args(plugin.n_items, config)
     reference = reference_model.Att_Diffuse_model(
-        reference_model.create_model_diffu(reference_args(plugin.n_items, config)),
-        reference_args(plugin.n_items, config),
+        reference_model.create_model_diffu(settings), settings
     )
     copy_plugin_weights(reference, plugin)
 

@@ -53,7 +53,6 @@ class DiffuRec(SequentialDiffusionRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hidden_size = config["hidden_size"]
-        self.n_heads = config["n_heads"]
         self.lambda_uncertainty = float(config["lambda_uncertainty"])
         self.attention_mask = config["attention_mask"]
         self.rescale_timesteps = bool(config["rescale_timesteps"])
@@ -66,7 +65,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         self.transformer = TransformerStack(
             self.hidden_size,
             config["n_layers"],
-            self.n_heads,
+            config["n_heads"],
             config["dropout"],
             activation="gelu-tanh",
             block_dropout=True,
