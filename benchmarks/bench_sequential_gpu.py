@@ -1,0 +1,373 @@
+"""Sequential recommenders trained with validation-based selection on a GPU, side by side.
+
+    python benchmarks/bench_sequential_gpu.py --dataset amazon-beauty --minutes 7 \\
+        --models DiffuRec SASRec --out benchmarks/results/sequential-gpu
+    python benchmarks/bench_sequential_gpu.py --report benchmarks/results/sequential-gpu
+
+The protocol and each model's settings are the suite's sequential section
+(properties/experiment/sequential_suite.yaml: leave-one-out, every prefix of a training
+sequence a training sample, full ranking over all items, history not masked = DiffuRec's
+protocol). Unlike that section's fixed CPU budget, every run here validates every
+``--eval-step`` epochs, stops early after ``--stopping-step`` validations without a better
+valid NDCG@10 (RecBole's rule), at the epoch limit, or when the wall-clock budget
+``--minutes`` is spent, whichever comes first; the best validation checkpoint is then scored
+once on test. The runs share one machine and start together, so their budgets are the same
+wall-clock window. Each run first trains and evaluates a tiny generated dataset on the same
+device, so a device problem ends the whole job within seconds instead of at the first
+validation. One JSON per run; ``--report`` turns them into benchmarks/sequential_gpu.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from suite import (  # noqa: E402
+    QUICK_SEQUENTIAL_OVERRIDES,
+    SEQUENTIAL_METRICS,
+    SEQUENTIAL_SPEC,
+    TrainingBudgetSpent,
+    quick_sequences,
+)
+
+REPORT = ROOT / "benchmarks" / "sequential_gpu.md"
+
+
+def smoke_marker(model: str) -> Path:
+    """Written by a run once its tiny-data pass on the device has succeeded."""
+    return Path(tempfile.gettempdir()) / f"bench-sequential-gpu-{model}.smoke-ok"
+
+
+def numpy2_aliases() -> None:
+    """RecBole 1.2.1's Config re-creates removed numpy aliases from ``np.float_``,
+    ``np.complex_`` and ``np.unicode_``, which numpy 2 removed as well. The project pins
+    numpy < 2; a GPU image may only have numpy 2, so give RecBole the names it reads."""
+    for alias, target in (
+        ("float_", np.float64),
+        ("complex_", np.complex128),
+        ("unicode_", np.str_),
+    ):
+        if alias not in np.__dict__:
+            setattr(np, alias, target)
+
+
+def settings_for(spec: Dict[str, Any], model: str, args) -> Dict[str, Any]:
+    return {
+        **spec["common"],
+        **spec["models"][model],
+        "seed": spec["seed"],
+        "epochs": spec["max_epochs"],
+        "eval_step": args.eval_step,
+        "stopping_step": args.stopping_step,
+        "eval_batch_size": args.eval_batch_size,
+        "eval_history": "unmasked",
+        "use_gpu": True,
+    }
+
+
+# ---------------------------------------------------------------------------- one run
+def train_and_test(
+    model: str,
+    dataset: str,
+    config_files: List[str],
+    settings: Dict[str, Any],
+    deadline: float,
+) -> Dict[str, Any]:
+    """Train ``model`` until early stopping, the epoch limit or the wall-clock ``deadline``
+    (``time.time()``), then score the best validation checkpoint on test."""
+    import torch
+
+    from recbole_diffrec import get_model, get_trainer, run
+
+    record: Dict[str, Any] = {
+        "batches": 0,
+        "batches_per_epoch": 0,
+        "train_seconds": 0.0,
+        "valid_seconds": 0.0,
+        "epochs_done": 0,
+        "validations": [],
+        "stopped_by": "early stopping or epoch limit",
+    }
+
+    class BudgetTrainer(get_trainer(get_model(model))):
+        def _train_epoch(self, train_data, *a, **kw):
+            record["batches_per_epoch"] = len(train_data)
+            start = time.perf_counter()
+            try:
+                loss = super()._train_epoch(train_data, *a, **kw)
+            finally:  # a budget-ended epoch counts its time too
+                record["train_seconds"] += time.perf_counter() - start
+            record["epochs_done"] += 1
+            return loss
+
+        def _valid_epoch(self, valid_data, *a, **kw):
+            start = time.perf_counter()
+            score, result = super()._valid_epoch(valid_data, *a, **kw)
+            record["valid_seconds"] += time.perf_counter() - start
+            record["validations"].append(
+                {
+                    "epoch": record["epochs_done"],
+                    "elapsed_s": round(time.time() - started, 1),
+                    "ndcg@10": float(score),
+                }
+            )
+            print(f"[{model}] {record['validations'][-1]}", flush=True)
+            return score, result
+
+        def fit(self, *a, **kw):
+            original = self.model.calculate_loss
+
+            def calculate_loss(interaction):
+                if time.time() > deadline:
+                    raise TrainingBudgetSpent
+                record["batches"] += 1
+                return original(interaction)
+
+            self.model.calculate_loss = calculate_loss
+            try:
+                return super().fit(*a, **kw)
+            except TrainingBudgetSpent:
+                record["stopped_by"] = "wall-clock budget"
+                valid_data = a[1] if len(a) > 1 else kw.get("valid_data")
+                if not record["validations"]:  # stopped before the first validation
+                    score, result = self._valid_epoch(valid_data)
+                    self.best_valid_score, self.best_valid_result = score, result
+                    self._save_checkpoint(record["epochs_done"], verbose=False)
+                return self.best_valid_score, self.best_valid_result
+            finally:
+                del self.model.calculate_loss
+
+    started = time.time()
+    result = run(
+        model,
+        dataset,
+        config_file_list=config_files,
+        config_dict=settings,
+        saved=True,
+        trainer_class=BudgetTrainer,
+    )
+    batches, per_epoch = record["batches"], max(record["batches_per_epoch"], 1)
+    valids = record["validations"]
+    best = max(valids, key=lambda v: v["ndcg@10"]) if valids else None
+    cuda = torch.cuda.is_available()
+    return {
+        "model": model,
+        "dataset": dataset,
+        "test": result["test_result"],
+        "best_valid": result["best_valid_result"],
+        "best_epoch": best["epoch"] if best else None,
+        "validations": valids,
+        "epochs": batches / per_epoch,
+        "stopped_by": record["stopped_by"],
+        "train_seconds_per_epoch": record["train_seconds"]
+        / max(batches / per_epoch, 1e-9),
+        "valid_seconds_each": record["valid_seconds"] / max(len(valids), 1),
+        "test_eval_seconds": result["test_seconds"],
+        "wall_seconds": time.time() - started,
+        "parameters": result["parameters"],
+        "peak_gpu_memory_gb": (
+            (torch.cuda.max_memory_allocated() / 2**30) if cuda else 0
+        ),
+    }
+
+
+def worker(args) -> None:
+    numpy2_aliases()
+    import pandas
+    import recbole
+    import torch
+
+    spec = yaml.safe_load(SEQUENTIAL_SPEC.read_text())
+    model = args.worker
+    settings = settings_for(spec, model, args)
+    out = Path(args.out)
+
+    # A tiny generated dataset first, on the same device, through the same code.
+    with tempfile.TemporaryDirectory() as tmp:
+        smoke = {
+            **settings,
+            **QUICK_SEQUENTIAL_OVERRIDES,
+            **quick_sequences(Path(tmp)),
+            "epochs": 1,
+            "eval_step": 1,
+            "checkpoint_dir": tmp,
+        }
+        train_and_test(
+            model,
+            "quick-seq",
+            [str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")],
+            smoke,
+            deadline=float("inf"),
+        )
+    smoke_marker(model).touch()
+    print(f"[{model}] smoke run passed", flush=True)
+
+    settings["checkpoint_dir"] = str(Path(tempfile.gettempdir()) / f"saved-{model}")
+    result = train_and_test(
+        model,
+        args.dataset,
+        [args.dataset_config or str(ROOT / spec["datasets"][args.dataset])],
+        settings,
+        deadline=args.deadline,
+    )
+    result.update(
+        settings=settings,
+        budget_minutes=args.minutes,
+        device=(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"),
+        versions={
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "pandas": pandas.__version__,
+            "recbole": recbole.__version__,
+        },
+        commit=args.commit,
+        measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+    )
+    path = out / f"{args.dataset}-{model}.json"
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(result, indent=1, default=str))
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------- orchestration
+def launch(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="seq-gpu-logs-"))
+    deadline = time.time() + args.minutes * 60
+    threads = max(1, (os.cpu_count() or 2) // len(args.models))
+    procs = {}
+    for model in args.models:
+        smoke_marker(model).unlink(missing_ok=True)
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            model,
+            "--deadline",
+            str(deadline),
+            *sys.argv[1:],
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        log = open(logs / f"{model}.log", "w")
+        procs[model] = (
+            subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            ),
+            log,
+        )
+
+    def collect_logs() -> None:
+        # One combined log under --out (few files come back from a device run).
+        with open(out / "logs.txt", "w") as combined:
+            for model in args.models:
+                combined.write(f"===== {model}\n")
+                combined.write((logs / f"{model}.log").read_text(errors="replace"))
+
+    last_collect = time.time()
+    while any(p.poll() is None for p, _ in procs.values()):
+        time.sleep(2)
+        broken = [
+            model
+            for model, (proc, _) in procs.items()
+            if proc.poll() not in (None, 0) and not smoke_marker(model).exists()
+        ]
+        if broken:  # a device problem: stop now rather than at the deadline
+            print(f"{broken[0]}: the tiny-data run failed; stopping every run")
+            for other, _ in procs.values():
+                other.kill()
+            for other, _ in procs.values():
+                other.wait()
+        if time.time() - last_collect > 30:
+            collect_logs()
+            last_collect = time.time()
+    collect_logs()
+    for model, (proc, log) in procs.items():
+        log.close()
+        if proc.returncode != 0:
+            print(f"{model}: exit {proc.returncode}; last lines of its log:")
+            print("\n".join((logs / f"{model}.log").read_text().splitlines()[-25:]))
+    print(report(out))
+    return 1 if any(p.returncode for p, _ in procs.values()) else 0
+
+
+# ---------------------------------------------------------------------------- report
+def report(results: Path) -> str:
+    runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
+    if not runs:
+        return "no results"
+    lines = [
+        "| dataset | model | "
+        + " | ".join(f"test {m}" for m in SEQUENTIAL_METRICS)
+        + " | best valid NDCG@10 (epoch) | epochs trained | stopped by "
+        "| s / epoch | s / validation | s / test eval | params |",
+        "|---|---|" + "---|" * (len(SEQUENTIAL_METRICS) + 7),
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | "
+            + " | ".join(f"{r['test'][m]:.4f}" for m in SEQUENTIAL_METRICS)
+            + f" | {r['best_valid'].get('ndcg@10', float('nan')):.4f} ({r['best_epoch']}) "
+            f"| {r['epochs']:.1f} | {r['stopped_by']} | {r['train_seconds_per_epoch']:.2f} "
+            f"| {r['valid_seconds_each']:.1f} | {r['test_eval_seconds']:.1f} "
+            f"| {r['parameters']:,} |"
+        )
+    first = runs[0]
+    return (
+        f"Device: {first['device']}; {first['versions']}; commit {first['commit']}; "
+        f"measured {first['measured_at']}; wall-clock budget {first['budget_minutes']} "
+        "minutes per run, all runs at once on the one device.\n\n" + "\n".join(lines)
+    )
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument(
+        "--dataset-config",
+        help="dataset yaml (default: the suite spec's for --dataset)",
+    )
+    parser.add_argument("--models", nargs="+", default=["DiffuRec", "SASRec"])
+    parser.add_argument(
+        "--minutes", type=float, default=7.0, help="wall-clock training budget"
+    )
+    parser.add_argument("--eval-step", type=int, default=5)
+    parser.add_argument("--stopping-step", type=int, default=10)
+    parser.add_argument("--eval-batch-size", type=int, default=4096)
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks/results/sequential-gpu")
+    )
+    parser.add_argument("--commit", default="unknown", help="recorded in the results")
+    parser.add_argument("--report", help="write the markdown report from this folder")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.report:
+        REPORT.write_text(report(Path(args.report)) + "\n")
+        print(f"wrote {REPORT}")
+    elif args.worker:
+        worker(args)
+    else:
+        raise SystemExit(launch(args))
+
+
+if __name__ == "__main__":
+    main()
