@@ -23,12 +23,13 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -228,6 +229,11 @@ def worker(args) -> None:
     result.update(
         settings=settings,
         budget_minutes=args.minutes,
+        ran_with=args.models,
+        # the command that launched the job (the worker's first four arguments are its own)
+        command=shlex.join(
+            ["python", "benchmarks/bench_sequential_gpu.py", *args.cli[4:]]
+        ),
         device=(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"),
         versions={
             "python": sys.version.split()[0],
@@ -241,7 +247,8 @@ def worker(args) -> None:
             timespec="seconds"
         ),
     )
-    path = out / f"{args.dataset}-{model}.json"
+    stamp = result["measured_at"][:16].replace("-", "").replace(":", "")
+    path = out / f"{args.dataset}-{model}-{stamp}.json"  # reruns never overwrite
     partial = path.with_suffix(".partial")
     partial.write_text(json.dumps(result, indent=1, default=str))
     os.replace(partial, path)
@@ -264,7 +271,7 @@ def launch(args) -> int:
             model,
             "--deadline",
             str(deadline),
-            *sys.argv[1:],
+            *args.cli,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         log = open(logs / f"{model}.log", "w")
@@ -310,32 +317,111 @@ def launch(args) -> int:
 
 
 # ---------------------------------------------------------------------------- report
-def report(results: Path) -> str:
+def stop_label(run: Dict[str, Any]) -> str:
+    if run["stopped_by"] != "wall-clock budget":
+        return run["stopped_by"]
+    last = run["validations"][-1]["epoch"] if run["validations"] else None
+    if run["best_epoch"] == last:
+        return "budget; still improving"
+    return f"budget; best {last - run['best_epoch']} epochs before the last validation"
+
+
+def report(results: Path, figure: Optional[Path] = None) -> str:
+    """Markdown: one row per run (JSON in ``results``), provenance, and (with ``figure``)
+    a plot of every run's validation NDCG@10 by epoch."""
     runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
     if not runs:
         return "no results"
+    # one row group per job (the runs that shared the device), jobs in time order
+    started = {}
+    for r in runs:
+        job = r.get("command", r["measured_at"])
+        started[job] = min(started.get(job, r["measured_at"]), r["measured_at"])
+    runs.sort(
+        key=lambda r: (
+            r["dataset"],
+            started[r.get("command", r["measured_at"])],
+            r["model"],
+        )
+    )
     lines = [
-        "| dataset | model | "
+        "| dataset | model | ran with | "
         + " | ".join(f"test {m}" for m in SEQUENTIAL_METRICS)
         + " | best valid NDCG@10 (epoch) | epochs trained | stopped by "
-        "| s / epoch | s / validation | s / test eval | params |",
-        "|---|---|" + "---|" * (len(SEQUENTIAL_METRICS) + 7),
+        "| s / epoch | s / validation | s / test eval | params | measured (UTC) |",
+        "|---|---|---|" + "---|" * (len(SEQUENTIAL_METRICS) + 8),
     ]
     for r in runs:
+        others = [m for m in r.get("ran_with", [r["model"]]) if m != r["model"]]
         lines.append(
-            f"| {r['dataset']} | {r['model']} | "
+            f"| {r['dataset']} | {r['model']} | {', '.join(others) or 'alone'} | "
             + " | ".join(f"{r['test'][m]:.4f}" for m in SEQUENTIAL_METRICS)
             + f" | {r['best_valid'].get('ndcg@10', float('nan')):.4f} ({r['best_epoch']}) "
-            f"| {r['epochs']:.1f} | {r['stopped_by']} | {r['train_seconds_per_epoch']:.2f} "
+            f"| {r['epochs']:.1f} | {stop_label(r)} | {r['train_seconds_per_epoch']:.2f} "
             f"| {r['valid_seconds_each']:.1f} | {r['test_eval_seconds']:.1f} "
-            f"| {r['parameters']:,} |"
+            f"| {r['parameters']:,} | {r['measured_at'][:16].replace('T', ' ')} |"
         )
-    first = runs[0]
-    return (
-        f"Device: {first['device']}; {first['versions']}; commit {first['commit']}; "
-        f"measured {first['measured_at']}; wall-clock budget {first['budget_minutes']} "
-        "minutes per run, all runs at once on the one device.\n\n" + "\n".join(lines)
+    provenance = sorted(
+        {
+            f"- `{r.get('command', '?')}` on {r['device']}, commit {r['commit']}, "
+            f"{', '.join(f'{k} {v}' for k, v in r['versions'].items())}; "
+            f"wall-clock budget {r['budget_minutes']} minutes"
+            for r in runs
+        }
     )
+    settings = runs[0]["settings"]
+    shared = {
+        k: settings[k]
+        for k in ("epochs", "eval_step", "stopping_step", "eval_batch_size", "seed")
+    }
+    text = (
+        "# Sequential recommenders on a GPU, with validation-based selection\n\n"
+        "Written by `python benchmarks/bench_sequential_gpu.py --report <results>` from the "
+        "runs below. Protocol as the suite's sequential section: leave-one-out, every "
+        "prefix of a training sequence a training sample, full ranking over all items, "
+        "history not masked (DiffuRec's protocol). Every run validates every "
+        f"{shared['eval_step']} epochs and stops early after {shared['stopping_step']} "
+        "validations without a better valid NDCG@10, at the epoch limit "
+        f"({shared['epochs']}) or when its wall-clock budget is spent; the best validation "
+        "checkpoint is scored once on test. Model settings: each model's defaults with the "
+        "suite's common settings and per-model overrides "
+        "(`properties/experiment/sequential_suite.yaml`), eval batch "
+        f"{shared['eval_batch_size']} sequences, seed {shared['seed']}. 'ran with': the "
+        "runs that shared the device (they contend for it, so compare seconds per epoch "
+        "only between runs of one row group). 'still improving': the best validation was "
+        "the last one, so the run had not converged when its budget ran out. Versions are "
+        "the machine's (a GPU image with numpy 2 gets RecBole 1.2.1's removed numpy "
+        "aliases from `numpy2_aliases`; the project itself pins numpy < 2).\n\n"
+        + "\n".join(lines)
+        + "\n\nRuns:\n"
+        + "\n".join(provenance)
+        + "\n"
+    )
+    if figure is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for r in runs:
+            others = [m for m in r.get("ran_with", [r["model"]]) if m != r["model"]]
+            ax.plot(
+                [v["epoch"] for v in r["validations"]],
+                [v["ndcg@10"] for v in r["validations"]],
+                marker="o",
+                markersize=3,
+                label=f"{r['dataset']} {r['model']}" + ("" if others else " (alone)"),
+            )
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("valid NDCG@10")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(figure, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        text += f"\n![validation curves]({os.path.relpath(figure, REPORT.parent)})\n"
+    return text
 
 
 def main(argv=None) -> None:
@@ -360,8 +446,10 @@ def main(argv=None) -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.cli = list(sys.argv[1:] if argv is None else argv)
     if args.report:
-        REPORT.write_text(report(Path(args.report)) + "\n")
+        figure = REPORT.parent / "figures" / "sequential_gpu.png"
+        REPORT.write_text(report(Path(args.report), figure))
         print(f"wrote {REPORT}")
     elif args.worker:
         worker(args)
