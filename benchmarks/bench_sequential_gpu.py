@@ -82,6 +82,14 @@ def settings_for(spec: Dict[str, Any], model: str, args) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- one run
+def best_validation(validations: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The validation whose checkpoint RecBole kept: it takes a score equal to the best so
+    far as the new best (its ``>=``), so the last of equal maxima."""
+    if not validations:
+        return None
+    return max(reversed(validations), key=lambda v: v["ndcg@10"])
+
+
 def train_and_test(
     model: str,
     dataset: str,
@@ -164,7 +172,7 @@ def train_and_test(
     )
     batches, per_epoch = record["batches"], max(record["batches_per_epoch"], 1)
     valids = record["validations"]
-    best = max(valids, key=lambda v: v["ndcg@10"]) if valids else None
+    best = best_validation(valids)
     cuda = torch.cuda.is_available()
     return {
         "model": model,
@@ -320,10 +328,10 @@ def launch(args) -> int:
 def stop_label(run: Dict[str, Any]) -> str:
     if run["stopped_by"] != "wall-clock budget":
         return run["stopped_by"]
-    last = run["validations"][-1]["epoch"] if run["validations"] else None
-    if run["best_epoch"] == last:
+    best, last = best_validation(run["validations"]), run["validations"][-1]
+    if best is last:
         return "budget; still improving"
-    return f"budget; best {last - run['best_epoch']} epochs before the last validation"
+    return f"budget; best {last['epoch'] - best['epoch']} epochs before the last validation"
 
 
 def report(results: Path, figure: Optional[Path] = None) -> str:
