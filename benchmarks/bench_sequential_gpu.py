@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,9 +50,9 @@ from suite import (  # noqa: E402
 REPORT = ROOT / "benchmarks" / "sequential_gpu.md"
 
 
-def smoke_marker(model: str) -> Path:
+def smoke_marker(job_dir: str, model: str) -> Path:
     """Written by a run once its tiny-data pass on the device has succeeded."""
-    return Path(tempfile.gettempdir()) / f"bench-sequential-gpu-{model}.smoke-ok"
+    return Path(job_dir) / f"{model}.smoke-ok"
 
 
 def numpy2_aliases() -> None:
@@ -195,6 +196,19 @@ def train_and_test(
     }
 
 
+WORKER_OPTIONS = ("--worker", "--deadline", "--job-dir")  # each takes one value
+
+
+def job_command(cli: List[str]) -> str:
+    """The command that launched the job, from a worker's arguments."""
+    kept = [
+        arg
+        for i, arg in enumerate(cli)
+        if arg not in WORKER_OPTIONS and (i == 0 or cli[i - 1] not in WORKER_OPTIONS)
+    ]
+    return shlex.join(["python", "benchmarks/bench_sequential_gpu.py", *kept])
+
+
 def worker(args) -> None:
     numpy2_aliases()
     import pandas
@@ -223,7 +237,7 @@ def worker(args) -> None:
             smoke,
             deadline=float("inf"),
         )
-    smoke_marker(model).touch()
+    smoke_marker(args.job_dir, model).touch()
     print(f"[{model}] smoke run passed", flush=True)
 
     settings["checkpoint_dir"] = str(Path(tempfile.gettempdir()) / f"saved-{model}")
@@ -238,10 +252,7 @@ def worker(args) -> None:
         settings=settings,
         budget_minutes=args.minutes,
         ran_with=args.models,
-        # the command that launched the job (the worker's first four arguments are its own)
-        command=shlex.join(
-            ["python", "benchmarks/bench_sequential_gpu.py", *args.cli[4:]]
-        ),
+        command=job_command(args.cli),
         device=(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"),
         versions={
             "python": sys.version.split()[0],
@@ -266,12 +277,11 @@ def worker(args) -> None:
 def launch(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    logs = Path(tempfile.mkdtemp(prefix="seq-gpu-logs-"))
+    logs = Path(tempfile.mkdtemp(prefix="seq-gpu-job-"))  # logs and smoke markers
     deadline = time.time() + args.minutes * 60
     threads = max(1, (os.cpu_count() or 2) // len(args.models))
     procs = {}
     for model in args.models:
-        smoke_marker(model).unlink(missing_ok=True)
         cmd = [
             sys.executable,
             __file__,
@@ -279,6 +289,8 @@ def launch(args) -> int:
             model,
             "--deadline",
             str(deadline),
+            "--job-dir",
+            str(logs),
             *args.cli,
         ]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -303,7 +315,8 @@ def launch(args) -> int:
         broken = [
             model
             for model, (proc, _) in procs.items()
-            if proc.poll() not in (None, 0) and not smoke_marker(model).exists()
+            if proc.poll() not in (None, 0)
+            and not smoke_marker(str(logs), model).exists()
         ]
         if broken:  # a device problem: stop now rather than at the deadline
             print(f"{broken[0]}: the tiny-data run failed; stopping every run")
@@ -320,6 +333,7 @@ def launch(args) -> int:
         if proc.returncode != 0:
             print(f"{model}: exit {proc.returncode}; last lines of its log:")
             print("\n".join((logs / f"{model}.log").read_text().splitlines()[-25:]))
+    shutil.rmtree(logs)
     print(report(out))
     return 1 if any(p.returncode for p, _ in procs.values()) else 0
 
@@ -453,6 +467,7 @@ def main(argv=None) -> None:
     parser.add_argument("--report", help="write the markdown report from this folder")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--job-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.cli = list(sys.argv[1:] if argv is None else argv)
     if args.report:
