@@ -1181,7 +1181,7 @@ def sequential_section(spec, jobs, figures: Path) -> str:
         + "\n\n"
         + "\n".join(lines)
         + f"\n{pending_line(spec, jobs)}\n![sequential](figures/sequential.png)\n"
-        + "\nTrained to convergence on a GPU, with validation-based selection: "
+        + "\nTrained for up to hundreds of epochs on a GPU, with validation-based selection: "
         "[sequential_gpu.md](sequential_gpu.md) (`benchmarks/bench_sequential_gpu.py`).\n"
     )
 
