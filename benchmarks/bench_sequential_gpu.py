@@ -43,7 +43,7 @@ from suite import (  # noqa: E402
     QUICK_SEQUENTIAL_OVERRIDES,
     SEQUENTIAL_METRICS,
     SEQUENTIAL_SPEC,
-    TrainingBudgetSpent,
+    budget_trainer,
     quick_sequences,
 )
 
@@ -102,7 +102,7 @@ def train_and_test(
     (``time.time()``), then score the best validation checkpoint on test."""
     import torch
 
-    from recbole_diffrec import get_model, get_trainer, run
+    from recbole_diffrec import run
 
     record: Dict[str, Any] = {
         "batches": 0,
@@ -111,12 +111,10 @@ def train_and_test(
         "valid_seconds": 0.0,
         "epochs_done": 0,
         "validations": [],
-        "stopped_by": "early stopping or epoch limit",
     }
 
-    class BudgetTrainer(get_trainer(get_model(model))):
+    class BudgetTrainer(budget_trainer(model, lambda: time.time() > deadline, record)):
         def _train_epoch(self, train_data, *a, **kw):
-            record["batches_per_epoch"] = len(train_data)
             start = time.perf_counter()
             try:
                 loss = super()._train_epoch(train_data, *a, **kw)
@@ -140,27 +138,14 @@ def train_and_test(
             return score, result
 
         def fit(self, *a, **kw):
-            original = self.model.calculate_loss
-
-            def calculate_loss(interaction):
-                if time.time() > deadline:
-                    raise TrainingBudgetSpent
-                record["batches"] += 1
-                return original(interaction)
-
-            self.model.calculate_loss = calculate_loss
-            try:
-                return super().fit(*a, **kw)
-            except TrainingBudgetSpent:
-                record["stopped_by"] = "wall-clock budget"
+            best = super().fit(*a, **kw)
+            if record.get("budget_spent") and not record["validations"]:
+                # stopped before the first validation: validate and keep this model
                 valid_data = a[1] if len(a) > 1 else kw.get("valid_data")
-                if not record["validations"]:  # stopped before the first validation
-                    score, result = self._valid_epoch(valid_data)
-                    self.best_valid_score, self.best_valid_result = score, result
-                    self._save_checkpoint(record["epochs_done"], verbose=False)
-                return self.best_valid_score, self.best_valid_result
-            finally:
-                del self.model.calculate_loss
+                best = self._valid_epoch(valid_data)
+                self.best_valid_score, self.best_valid_result = best
+                self._save_checkpoint(record["epochs_done"], verbose=False)
+            return best
 
     started = time.time()
     result = run(
@@ -183,7 +168,11 @@ def train_and_test(
         "best_epoch": best["epoch"] if best else None,
         "validations": valids,
         "epochs": batches / per_epoch,
-        "stopped_by": record["stopped_by"],
+        "stopped_by": (
+            "wall-clock budget"
+            if record.get("budget_spent")
+            else "early stopping or epoch limit"
+        ),
         "train_seconds_per_epoch": record["train_seconds"]
         / max(batches / per_epoch, 1e-9),
         "valid_seconds_each": record["valid_seconds"] / max(len(valids), 1),

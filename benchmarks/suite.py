@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -447,37 +447,60 @@ class TrainingBudgetSpent(Exception):
     """Raised before a training batch once the run has used its CPU-time budget."""
 
 
-def sequential_worker(spec, job) -> Dict[str, Any]:
-    """Train for the section's CPU-time budget, then score the model once on test."""
-    from recbole_diffrec import get_model, get_trainer, run
+def budget_trainer(
+    model: str, over_budget: Callable[[], bool], record: Dict[str, Any]
+) -> type:
+    """The model's trainer, whose ``fit`` ends before the first training batch for which
+    ``over_budget()`` holds and then returns the best validation so far (as when it stops
+    early). Counts ``record["batches"]`` and ``record["batches_per_epoch"]``, and sets
+    ``record["budget_spent"]`` when the budget ended the run."""
+    from recbole_diffrec import get_model, get_trainer
 
-    seq = spec["sequential"]
-    budget = None if seq["cpu_minutes"] is None else seq["cpu_minutes"] * 60
-    record = {"batches": 0, "batches_per_epoch": 0, "train_cpu": 0.0, "train_wall": 0.0}
-
-    class BudgetTrainer(get_trainer(get_model(job["model"]))):
+    class BudgetTrainer(get_trainer(get_model(model))):
         def _train_epoch(self, train_data, *args, **kwargs):
             record["batches_per_epoch"] = len(train_data)
             return super()._train_epoch(train_data, *args, **kwargs)
 
         def fit(self, *args, **kwargs):
-            model, cpu0, wall0 = self.model, time.process_time(), time.perf_counter()
-            original = model.calculate_loss
+            original = self.model.calculate_loss
 
             def calculate_loss(interaction):
-                if budget is not None and time.process_time() - cpu0 > budget:
+                if over_budget():
                     raise TrainingBudgetSpent
                 record["batches"] += 1
                 return original(interaction)
 
-            model.calculate_loss = calculate_loss
+            self.model.calculate_loss = calculate_loss
             try:
                 return super().fit(*args, **kwargs)
             except TrainingBudgetSpent:
+                record["budget_spent"] = True
                 return self.best_valid_score, self.best_valid_result
             finally:
-                del model.calculate_loss
-                record["train_cpu"] = time.process_time() - cpu0
+                del self.model.calculate_loss
+
+    return BudgetTrainer
+
+
+def sequential_worker(spec, job) -> Dict[str, Any]:
+    """Train for the section's CPU-time budget, then score the model once on test."""
+    from recbole_diffrec import run
+
+    seq = spec["sequential"]
+    budget = None if seq["cpu_minutes"] is None else seq["cpu_minutes"] * 60
+    record = {"batches": 0, "batches_per_epoch": 0, "train_cpu": 0.0, "train_wall": 0.0}
+    fit_start = {"cpu": 0.0}
+
+    def over_budget() -> bool:
+        return budget is not None and time.process_time() - fit_start["cpu"] > budget
+
+    class BudgetTrainer(budget_trainer(job["model"], over_budget, record)):
+        def fit(self, *args, **kwargs):
+            fit_start["cpu"], wall0 = time.process_time(), time.perf_counter()
+            try:
+                return super().fit(*args, **kwargs)
+            finally:
+                record["train_cpu"] = time.process_time() - fit_start["cpu"]
                 record["train_wall"] = time.perf_counter() - wall0
 
     settings = {
