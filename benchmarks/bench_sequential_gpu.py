@@ -55,19 +55,6 @@ def smoke_marker(job_dir: str, model: str) -> Path:
     return Path(job_dir) / f"{model}.smoke-ok"
 
 
-def numpy2_aliases() -> None:
-    """RecBole 1.2.1's Config re-creates removed numpy aliases from ``np.float_``,
-    ``np.complex_`` and ``np.unicode_``, which numpy 2 removed as well. The project pins
-    numpy < 2; a GPU image may only have numpy 2, so give RecBole the names it reads."""
-    for alias, target in (
-        ("float_", np.float64),
-        ("complex_", np.complex128),
-        ("unicode_", np.str_),
-    ):
-        if alias not in np.__dict__:
-            setattr(np, alias, target)
-
-
 def settings_for(spec: Dict[str, Any], model: str, args) -> Dict[str, Any]:
     return {
         **spec["common"],
@@ -199,7 +186,6 @@ def job_command(cli: List[str]) -> str:
 
 
 def worker(args) -> None:
-    numpy2_aliases()
     import pandas
     import recbole
     import torch
@@ -401,12 +387,8 @@ def report(results: Path, figure: Optional[Path] = None) -> str:
         "runs that shared the device (they contend for it, so compare seconds per epoch "
         "only between runs of one row group). 'still improving': the best validation was "
         "the last one, so the run had not converged when its budget ran out. Versions are "
-        "the machine's (a GPU image with numpy 2 gets RecBole 1.2.1's removed numpy "
-        "aliases from `numpy2_aliases`; the project itself pins numpy < 2).\n\n"
-        + "\n".join(lines)
-        + "\n\nRuns:\n"
-        + "\n".join(provenance)
-        + "\n"
+        "the machine's (on NumPy 2, RecBole 1.2.1 runs through `recbole_diffrec.compat`)."
+        "\n\n" + "\n".join(lines) + "\n\nRuns:\n" + "\n".join(provenance) + "\n"
     )
     if figure is not None:
         import matplotlib

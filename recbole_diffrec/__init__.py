@@ -2,6 +2,11 @@
 
 __version__ = "0.1.0"
 
+from . import compat  # noqa: E402
+
+# Before anything builds a RecBole Config: RecBole 1.2.1 needs patches on NumPy 2 / SciPy 1.13+.
+compat.apply()
+
 from .config import Config  # noqa: E402
 from .data import data_preparation  # noqa: E402
 from .models.diffrec import DiffRec  # noqa: E402

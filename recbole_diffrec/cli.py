@@ -33,6 +33,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--list", action="store_true", help="list the available models")
     parser.add_argument(
+        "--versions",
+        action="store_true",
+        help="print Python and the library versions the install chose (a README stack row)",
+    )
+    parser.add_argument(
         "--tune",
         default=None,
         help="search-space yaml: run a Ray Tune search instead of one training run",
@@ -44,6 +49,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         print("\n".join(available_models()))
         return 0
+    if args.versions:
+        from .compat import stack_versions
+
+        versions = stack_versions()
+        print("| " + " | ".join(versions) + " |")
+        print("| " + " | ".join(versions.values()) + " |")
+        return 0
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     if args.tune:
         return _tune(args, config_files or [], rest)
@@ -52,12 +64,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(
-        f"best valid ({result['model']} on {result['dataset']}): {result['best_valid_result']}"
-    )
-    print(
-        f"test result ({result['model']} on {result['dataset']}): {result['test_result']}"
-    )
+    for label, key in (
+        ("best valid", "best_valid_result"),
+        ("test result", "test_result"),
+    ):
+        # Plain floats: NumPy 2 would print np.float64(...) around every value.
+        scores = {k: float(v) for k, v in (result[key] or {}).items()}
+        print(f"{label} ({result['model']} on {result['dataset']}): {scores}")
     if result["model_file"]:
         print(f"model saved to {result['model_file']}")
     return 0
@@ -81,7 +94,7 @@ def _tune(args, config_files, rest) -> int:
         summary = tune.run_search(
             args.model, args.dataset, args.tune, config_files, fixed, options
         )
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ConnectionError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     tune.print_summary(summary, args.model, args.dataset)

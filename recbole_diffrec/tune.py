@@ -369,16 +369,20 @@ def run_trial(params: Dict[str, Any], job: Dict[str, Any]) -> None:
     metrics."""
     import ray
     import torch
-    from ray.air import session
 
+    from .compat import trial_info, tune_report
     from .quick_start import run
     from .registry import get_model
     from .trainer import get_trainer
 
-    trial_dir = Path(session.get_trial_dir())
+    report_metrics = tune_report()
+    trial_dir_name, trial_id = trial_info(job["exp_dir"])
+    trial_dir = Path(trial_dir_name)
+    # Written straight into the experiment folder, so nothing waits on Ray's copying.
+    trial_dir.mkdir(parents=True, exist_ok=True)
     with open(trial_dir / "starts.log", "a", encoding="utf-8") as f:
         f.write(f"{time.time()}\n")  # one line per start: a resumed search adds none
-    seed = int(job["base_seed"]) + trial_index(session.get_trial_id())
+    seed = int(job["base_seed"]) + trial_index(trial_id)
     torch.set_num_threads(max(1, int(job["cpus_per_trial"])))
     settings = {
         **job["fixed"],
@@ -406,7 +410,7 @@ def run_trial(params: Dict[str, Any], job: Dict[str, Any]) -> None:
             "valid_score": score,
             **{f"valid_{k}": float(v) for k, v in valid_result.items()},
         }
-        session.report(
+        report_metrics(
             {
                 **state["last"],
                 "best_valid_score": state["best"],
@@ -433,7 +437,7 @@ def run_trial(params: Dict[str, Any], job: Dict[str, Any]) -> None:
             raise
         # A combination the model rejects (say noise_min >= noise_max): checked before any
         # data is loaded; recorded as invalid with the worst score instead of a crash.
-        session.report(
+        report_metrics(
             {
                 "valid_score": -math.inf if bigger else math.inf,
                 "invalid": str(err),
@@ -441,7 +445,7 @@ def run_trial(params: Dict[str, Any], job: Dict[str, Any]) -> None:
             }
         )
         return
-    session.report(
+    report_metrics(
         {
             **(state["last"] or {"valid_score": float(result["best_valid_score"])}),
             "best_valid_score": state["best"],
@@ -564,22 +568,33 @@ def run_search(
         "bigger": bigger,
         "cpus_per_trial": opts["cpus_per_trial"],
         "item_emb_cache_dir": str(exp_dir / "item_emb"),
+        "exp_dir": str(exp_dir),
     }
 
     import ray
     from ray import tune
-    from ray.air import RunConfig
+
+    from .compat import run_config_class
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
     if not ray.is_initialized():
         if opts["address"]:
             package = str(Path(__file__).resolve().parent)
-            ray.init(
-                address=opts["address"],
-                runtime_env={"py_modules": [package]},
-                log_to_driver=False,
-            )
+            try:
+                ray.init(
+                    address=opts["address"],
+                    runtime_env={"py_modules": [package]},
+                    log_to_driver=False,
+                )
+            except ConnectionError as err:
+                raise ConnectionError(
+                    f"address: could not join the Ray cluster at {opts['address']} "
+                    f"({str(err).strip().splitlines()[-1]}); if the cluster uses token "
+                    "authentication (Ray >= 2.5x turns it on by default), set "
+                    "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or ~/.ray/auth_token) to its "
+                    "token before the search"
+                ) from err
         else:
             ray.init(include_dashboard=False, log_to_driver=False)
 
@@ -627,7 +642,7 @@ def run_search(
                 # CUDA starts, and nothing leaks between trials.
                 reuse_actors=False,
             ),
-            run_config=RunConfig(
+            run_config=run_config_class()(
                 name=name, storage_path=str(exp_dir.parent), verbose=1
             ),
         )
@@ -642,11 +657,13 @@ def _trial_statuses(exp_dir: Path) -> Dict[str, str]:
     states = sorted(exp_dir.glob("experiment_state-*.json"), key=os.path.getmtime)
     if not states:
         return {}
-    statuses = {}
-    for entry in json.loads(states[-1].read_text()).get("checkpoints", []):
-        trial = json.loads(entry) if isinstance(entry, str) else entry
-        statuses[trial.get("trial_id")] = trial.get("status")
-    return statuses
+    from .compat import experiment_state_trials
+
+    state = json.loads(states[-1].read_text())
+    return {
+        trial.get("trial_id"): trial.get("status")
+        for trial in experiment_state_trials(state)
+    }
 
 
 def summarize(

@@ -266,9 +266,16 @@ def test_two_trial_search_reports_every_evaluation_and_best_yaml_reruns(workdir)
 
 
 @pytest.fixture
-def ray_cluster(tmp_path):
-    """An existing Ray cluster (a head node on this machine), as a user's cluster would be."""
+def ray_cluster(tmp_path, monkeypatch):
+    """An existing Ray cluster (a head node on this machine), as a user's cluster would be:
+    secured by a token on Ray versions that have token authentication (Ray 2.6.3 ignores
+    the two variables). The search processes inherit the variables, as a user exports
+    them before joining such a cluster."""
+    import secrets
     import socket
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(16))
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
