@@ -8,12 +8,16 @@ import numpy as np
 import pytest
 import scipy
 import scipy.sparse as sp
-from packaging.version import Version
 
 from recbole_diffrec import compat
 
-NUMPY2 = Version(np.__version__) >= Version("2")
-SCIPY_WITHOUT_DOK_UPDATE = Version(scipy.__version__) >= Version("1.13")
+
+def release(version: str) -> tuple:
+    return tuple(int(part) for part in version.split(".")[:2])
+
+
+NUMPY2 = release(np.__version__) >= (2, 0)
+SCIPY_WITHOUT_DOK_UPDATE = release(scipy.__version__) >= (1, 13)
 
 
 def recbole_config(model="BPR"):
@@ -88,26 +92,25 @@ def test_experiment_state_of_either_ray_lists_trials():
     assert compat.experiment_state_trials({}) == []
 
 
-def _trainable(config):
-    """A Tune trial through the compat helpers: files in its folder, three reports."""
-    report = compat.tune_report()
-    trial_dir, trial_id = compat.trial_info(config["exp_dir"])
-    Path(trial_dir).mkdir(parents=True, exist_ok=True)
-    Path(trial_dir, "mine.txt").write_text(trial_id)
-    for step in range(3):
-        report({"step": step, "score": float(step)})
-
-
-def _own_trial_dir(config):
-    """What Ray itself calls the trial folder."""
-    from ray import tune
-
-    compat.tune_report()({"trial_dir": tune.get_context().get_trial_dir()})
-
-
 def test_tune_helpers_report_every_step_into_the_experiment_folder(tmp_path):
     ray = pytest.importorskip("ray")
     from ray import tune
+
+    # Defined here, so Ray ships them by value (the tests folder is no package).
+    def _trainable(config):
+        """A Tune trial through the compat helpers: files in its folder, three reports."""
+        report = compat.tune_report()
+        trial_dir, trial_id = compat.trial_info(config["exp_dir"])
+        Path(trial_dir).mkdir(parents=True, exist_ok=True)
+        Path(trial_dir, "mine.txt").write_text(trial_id)
+        for step in range(3):
+            report({"step": step, "score": float(step)})
+
+    def _own_trial_dir(config):
+        """What Ray itself calls the trial folder."""
+        from ray import tune
+
+        compat.tune_report()({"trial_dir": tune.get_context().get_trial_dir()})
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
