@@ -48,7 +48,8 @@ def stack_of(python: str) -> Dict[str, str]:
 
 def label(versions: Dict[str, str]) -> str:
     return (
-        f"Python {versions['python']}, NumPy {versions['numpy']}, Ray {versions['ray']}"
+        f"Python {versions['python']}, NumPy {versions['numpy']}, Ray {versions['ray']}, "
+        f"torch {versions['torch']}"
     )
 
 
@@ -95,7 +96,7 @@ def report(runs, rows, command: str) -> str:
         )
 
     lines = [
-        "# The plugin's DiffRec on two stacks, side by side",
+        "# The plugin's DiffRec on several stacks, side by side",
         "",
         f"Made by `{command}` on {platform.node()} ({platform.machine()}, "
         f"{os.cpu_count()} cores), {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
@@ -164,8 +165,12 @@ def main(argv=None) -> int:
     for round_index in range(1, args.rounds + 1):
         order = args.python if round_index % 2 else list(reversed(args.python))
         for python in order:
-            name = f"{args.run}-py{stacks[python]['python']}-round{round_index}"
-            print(f"[{name}] {label(stacks[python])} ...", flush=True)
+            versions = stacks[python]
+            name = (
+                f"{args.run}-py{versions['python']}-torch{versions['torch']}"
+                f"-{args.python.index(python)}-round{round_index}"
+            )
+            print(f"[{name}] {label(versions)} ...", flush=True)
             result = run_one(
                 python, args.run, out / f"{name}.json", out / f"{name}.log"
             )
