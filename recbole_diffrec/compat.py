@@ -125,6 +125,16 @@ def run_config_class():
     return RunConfig
 
 
+def latest_experiment_state(experiment_dir) -> Dict[str, Any]:
+    """The newest ``experiment_state-<start time>.json`` of a Tune experiment folder.
+
+    A resumed search writes a new file beside the old one. Current Ray copies both back
+    into the folder at the end, in no set order, so the newest is told by the start time
+    in its name, not by its modification time. ``{}`` when there is none."""
+    states = sorted(Path(experiment_dir).glob("experiment_state-*.json"))
+    return json.loads(states[-1].read_text()) if states else {}
+
+
 def experiment_state_trials(state: Dict[str, Any]) -> List[Dict[str, Any]]:
     """The trials saved in a Tune ``experiment_state-*.json`` (what a resume reads).
 

@@ -654,15 +654,11 @@ def run_search(
 def _trial_statuses(exp_dir: Path) -> Dict[str, str]:
     """Trial statuses as saved in the experiment state, which is what a resume reads
     (after Ctrl+C, Ray's in-memory trials all look terminated)."""
-    states = sorted(exp_dir.glob("experiment_state-*.json"), key=os.path.getmtime)
-    if not states:
-        return {}
-    from .compat import experiment_state_trials
+    from .compat import experiment_state_trials, latest_experiment_state
 
-    state = json.loads(states[-1].read_text())
     return {
         trial.get("trial_id"): trial.get("status")
-        for trial in experiment_state_trials(state)
+        for trial in experiment_state_trials(latest_experiment_state(exp_dir))
     }
 
 

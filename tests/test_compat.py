@@ -2,6 +2,7 @@
 that needs it, and that the shim is inert on the stack that does not."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,27 @@ def test_experiment_state_of_either_ray_lists_trials():
         (t["trial_id"], t["status"]) for t in compat.experiment_state_trials(new)
     ] == [("a_00000", "TERMINATED"), ("a_00001", "PENDING")]
     assert compat.experiment_state_trials({}) == []
+
+
+def test_the_newest_experiment_state_is_told_by_its_name(tmp_path):
+    # A resumed search leaves two state files; current Ray copies the older one back
+    # last, so its modification time is the newer one.
+    newer = tmp_path / "experiment_state-2026-12-01_01-05-21.json"
+    older = tmp_path / "experiment_state-2026-12-01_01-04-24.json"
+    newer.write_text(
+        json.dumps(
+            {"trial_data": [['{"trial_id": "t", "status": "TERMINATED"}', "{}"]]}
+        )
+    )
+    older.write_text(
+        json.dumps({"trial_data": [['{"trial_id": "t", "status": "PENDING"}', "{}"]]})
+    )
+    os.utime(older, (newer.stat().st_mtime + 10,) * 2)
+    state = compat.latest_experiment_state(tmp_path)
+    assert [t["status"] for t in compat.experiment_state_trials(state)] == [
+        "TERMINATED"
+    ]
+    assert compat.latest_experiment_state(tmp_path / "missing") == {}
 
 
 def test_tune_helpers_report_every_step_into_the_experiment_folder(tmp_path):
