@@ -155,6 +155,22 @@ def test_training_loss_applies_snr_weights_and_pt():
     torch.testing.assert_close(plain, torch.full((64,), 0.5))
 
 
+def test_training_loss_is_divided_by_the_sampled_step_probability():
+    # The uniform sampler has p_t = 1 everywhere; a sampler that draws steps with unequal
+    # probabilities must see each loss divided by its p_t (the importance-sampling weight).
+    d = GaussianDiffusion(
+        "x0", "linear-var", SCALE, LO, HI, T, timestep_sampler="uniform"
+    )
+    t = torch.tensor([0, 1, 2, 3, 3, 1])
+    pt = torch.tensor([0.1, 0.2, 0.3, 0.4, 0.4, 0.2])
+    d.sampler.sample = lambda batch, device: (t, pt)
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * len(t))
+    model = ConstantDenoiser(torch.zeros(1, 4))
+    losses = d.training_losses(model, x, reweight=True)["loss"]
+    expected = 0.5 * d.x0_loss_weight[t].float() / pt
+    torch.testing.assert_close(losses, expected, rtol=1e-5, atol=0)
+
+
 def test_eps_loss_uses_reconstruction_at_step_zero():
     d = GaussianDiffusion(
         "eps", "linear-var", SCALE, LO, HI, 1, timestep_sampler="uniform"
