@@ -420,6 +420,9 @@ def test_missing_sequence_file_is_named(workdir):
         ("SeqDiffRec", {"inference_draws": 0}, "inference_draws"),
         ("SeqDiffRec", {"step_embedding_at": "first"}, "step_embedding_at"),
         ("SeqDiffRec", {"mse_weight": -0.5}, "mse_weight"),
+        # Used to pass the checks and crash on the first batch (AttributeError).
+        ("DiffuRec", {"noise_scale": 0}, "noise_scale"),
+        ("SeqDiffRec", {"noise_scale": 0.0}, "noise_scale"),
     ],
 )
 def test_bad_sequential_settings_fail_before_loading_data(

@@ -40,6 +40,13 @@ def build_diffusion(config) -> GaussianDiffusion:
     """The model's diffusion over the target embedding; building it checks every schedule
     setting (so ``check_config`` can call it before data is loaded)."""
     check_int("steps", config["steps"], 1)
+    if config["noise_scale"] == 0:
+        # DiffRec's noise_scale: 0 turns diffusion off; these models diffuse the target
+        # item's embedding and have nothing to learn without noise.
+        raise ValueError(
+            f"noise_scale: got {config['noise_scale']!r}; allowed: a number in (0, 1] "
+            "(the sequential models need noise on the target embedding)"
+        )
     return GaussianDiffusion(
         mean_type="x0",
         noise_schedule=config["noise_schedule"],
