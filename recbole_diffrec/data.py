@@ -36,7 +36,7 @@ class UserBatchDataLoader(UserDataLoader):
         users = np.unique(dataset.inter_feat[self.uid_field].numpy())
         self.user_list = Interaction({self.uid_field: torch.from_numpy(users)})
         self.sample_size = len(self.user_list)
-        AbstractDataLoader.__init__(self, config, dataset, sampler, shuffle=True)
+        AbstractDataLoader.__init__(self, config, dataset, sampler, shuffle=shuffle)
 
 
 def _column(feat, field: str) -> np.ndarray:
@@ -168,7 +168,9 @@ def data_preparation(config, dataset):
     train_set, valid_set, test_set = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)
     if getattr(model_class, "train_batches", "interactions") == "users":
-        train_data = UserBatchDataLoader(config, train_set, train_sampler)
+        train_data = UserBatchDataLoader(
+            config, train_set, train_sampler, shuffle=config["shuffle"]
+        )
     else:
         train_data = TrainDataLoader(
             config, train_set, train_sampler, shuffle=config["shuffle"]

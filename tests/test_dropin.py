@@ -72,3 +72,21 @@ def test_user_rows_are_built_from_sparse_history(small_model):
     assert torch.equal(
         rows, torch.from_numpy((dense[users.numpy()] > 0).astype("float32"))
     )
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_user_batches_follow_the_shuffle_setting(workdir, shuffle):
+    config = Config(
+        model=DiffRec,
+        dataset="ml-100k",
+        config_dict={"state": "WARNING", "shuffle": shuffle, "train_batch_size": 100},
+    )
+    train, _, _ = data_preparation(config, create_dataset(config))
+    epochs = [torch.cat([b["user_id"] for b in train]) for _ in range(2)]
+    users = torch.sort(epochs[0]).values
+    assert torch.equal(torch.sort(epochs[1]).values, users)  # every user once an epoch
+    assert users.unique().numel() == users.numel() == train.sample_size
+    in_order = [torch.equal(e, users) for e in epochs]
+    assert in_order == [not shuffle] * 2
+    if shuffle:
+        assert not torch.equal(epochs[0], epochs[1])  # reshuffled every epoch
