@@ -27,6 +27,11 @@ from recbole_diffrec.convert import convert_release
         ({"timestep_sampler": "lossaware"}, "timestep_sampler"),
         ({"steps": 10, "inference_steps": 11}, "inference_steps"),
         ({"inference_steps": 0}, "inference_steps"),
+        # Used to pass the checks, train, and fail at the first evaluation on "steps=3".
+        (
+            {"steps": 10, "inference_steps": 3, "sampling_steps": 5},
+            "sampling_steps: got 5 with inference_steps=3",
+        ),
     ],
 )
 def test_bad_model_settings_fail_before_loading_data(workdir, settings, key):

@@ -111,6 +111,12 @@ class DiffRec(UserBatchRecommender):
                 f"inference_steps: got {steps!r}; allowed: null (all steps) or an integer "
                 f"in [1, steps={config['steps']}]"
             )
+        if steps is not None and config["sampling_steps"] > steps:
+            # Inference runs on the respaced chain, which has only inference_steps steps.
+            raise ValueError(
+                f"sampling_steps: got {config['sampling_steps']!r} with inference_steps="
+                f"{steps}; allowed: an integer in [0, inference_steps={steps}]"
+            )
         check_int("embedding_size", config["embedding_size"], 1)
         check_fraction("dropout", config["dropout"])
 
