@@ -34,6 +34,7 @@ import itertools
 import json
 import math
 import os
+import random
 import re
 import sys
 import tempfile
@@ -278,8 +279,8 @@ def build_config(
 
 def check_space_against_model(spec: SearchSpace, config) -> None:
     """Every searched key must be a setting of the model, and every candidate value (or
-    range bound) must pass the model's own checks in at least one combination."""
-    from .quick_start import check_model_config
+    range bound) must pass the model's own checks in at least one combination: all of
+    them when there are at most ``SPACE_CHECK_BUDGET``, else a seeded random sample."""
 
     known = set(config.final_config_dict)
     for key in spec.space:
@@ -291,32 +292,61 @@ def check_space_against_model(spec: SearchSpace, config) -> None:
             )
     keys = list(spec.space)
     grids = [spec.candidates(k) for k in keys]
-    combos = list(itertools.islice(itertools.product(*grids), 4096))
     saved = {k: config[k] for k in keys}
-    usable = {k: set() for k in keys}
-    first_error: Dict[Tuple[str, int], str] = {}
     try:
-        for combo in combos:
-            for k, v in zip(keys, combo):
-                config[k] = v
-            try:
-                check_model_config(config)
-            except ValueError as err:
-                for k, v in zip(keys, combo):
-                    first_error.setdefault((k, grids[keys.index(k)].index(v)), str(err))
-                continue
-            for i, (k, v) in enumerate(zip(keys, combo)):
-                usable[k].add(grids[i].index(v))
+        for i, key in enumerate(keys):
+            for value in grids[i]:
+                tried, error = _first_valid_combination(config, keys, grids, i, value)
+                if error is None:
+                    continue
+                total = math.prod(len(g) for j, g in enumerate(grids) if j != i)
+                where = (
+                    "every combination"
+                    if tried == total
+                    else f"all {tried} sampled combinations (of {total})"
+                )
+                raise ValueError(
+                    f"{spec.path}: space key {key!r}: value {value!r} fails the model's "
+                    f"checks in {where}: {error}"
+                )
     finally:
         for k, v in saved.items():
             config[k] = v
-    for i, k in enumerate(keys):
-        for j, v in enumerate(grids[i]):
-            if j not in usable[k] and len(combos) == math.prod(map(len, grids)):
-                raise ValueError(
-                    f"{spec.path}: space key {k!r}: value {v!r} fails the model's checks in "
-                    f"every combination: {first_error.get((k, j), 'invalid')}"
-                )
+
+
+# Combinations tried per candidate value; past it, a seeded random sample of that size.
+SPACE_CHECK_BUDGET = 4096
+
+
+def _first_valid_combination(
+    config, keys: List[str], grids: List[list], index: int, value: Any
+) -> Tuple[int, Optional[str]]:
+    """(combinations tried, None) once ``keys[index] = value`` passes the model's checks
+    with some choice of the other keys, else (tried, the first error)."""
+    from .quick_start import check_model_config
+
+    others = [g for j, g in enumerate(grids) if j != index]
+    if math.prod(len(g) for g in others) <= SPACE_CHECK_BUDGET:
+        rests: Iterator[tuple] = itertools.product(*others)
+    else:
+        rng = random.Random(f"{keys[index]}={value!r}")
+        rests = (
+            tuple(rng.choice(g) for g in others) for _ in range(SPACE_CHECK_BUDGET)
+        )
+    tried, first_error = 0, None
+    for rest in rests:
+        combo = list(rest)
+        combo.insert(index, value)
+        for k, v in zip(keys, combo):
+            config[k] = v
+        tried += 1
+        try:
+            check_model_config(config)
+        except ValueError as err:
+            first_error = first_error or str(err)
+            continue
+        return tried, None
+    return tried, first_error or "invalid"
 
 
 # ------------------------------------------------------------------ the trial

@@ -115,6 +115,29 @@ def test_space_values_are_checked_in_combination(workdir):
         )
 
 
+def test_large_spaces_are_still_checked(workdir):
+    # 70 x 70 x 2 combinations: more than the old check's 4,096, past which it stopped
+    # checking and accepted steps 0, which no combination can use.
+    rates = ", ".join(f"{1e-4 * (i + 1):.4g}" for i in range(70))
+    path = write(
+        workdir / "big.yaml",
+        f"""
+        space:
+          learning_rate: {{choice: [{rates}]}}
+          weight_decay: {{choice: [{rates}]}}
+          steps: {{choice: [5, 0]}}
+        """,
+    )
+    from recbole_diffrec.tune import check_space_against_model
+
+    with pytest.raises(
+        ValueError, match="'steps': value 0 fails .* in all 4096 sampled"
+    ):
+        check_space_against_model(
+            load_search_space(path), build_config("DiffRec", "ml-100k", [], {})
+        )
+
+
 def test_shipped_search_spaces_fit_their_models():
     for path in sorted((ROOT / "properties" / "hyper").glob("*.yaml")):
         spec = load_search_space(str(path))
