@@ -66,7 +66,7 @@ def run_one(python: str, run: str, out: Path, log: Path) -> Dict[str, Any]:
 
 
 def summarize(runs: List[Dict[str, Any]], order: List[str]) -> List[Dict[str, Any]]:
-    """Per stack: mean test metrics and seconds per epoch over its rounds, and the
+    """Per stack: mean test NDCG@20 and seconds per epoch over its rounds, and the
     NDCG@20 difference and seconds-per-epoch ratio against the first stack."""
     rows = []
     for python in order:
@@ -77,10 +77,7 @@ def summarize(runs: List[Dict[str, Any]], order: List[str]) -> List[Dict[str, An
                 "stack": mine[0]["stack"],
                 "rounds": len(mine),
                 "ndcg@20": statistics.mean(r["test"]["ndcg@20"] for r in mine),
-                "recall@20": statistics.mean(r["test"]["recall@20"] for r in mine),
-                "epochs": sorted({r["epochs"] for r in mine}),
                 "epoch_seconds": statistics.mean(r["epoch_seconds"] for r in mine),
-                "eval_seconds": statistics.mean(r["test_eval_seconds"] for r in mine),
             }
         )
     for row in rows:

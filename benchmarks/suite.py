@@ -22,10 +22,10 @@ Sections (settings in properties/experiment/ml1m_clean_suite.yaml):
 Every run is a subprocess writing one JSON file under the results folder (so its peak
 memory is its own); with --quick the runs go in the suite's own process instead, which
 saves one start-up of RecBole and torch per run (10-15 s each here) in a rehearsal whose
-numbers mean nothing anyway. A run whose file exists is skipped, so an interrupted suite resumes where it stopped. Several suite processes
-may share the work (e.g. two with OMP_NUM_THREADS=1 on a 2-core machine): a run being done
-by a live process is locked and skipped by the others. With --cached-only
-nothing runs: every section reports the runs cached so far and lists the ones still pending.
+numbers mean nothing anyway. A run whose file exists is skipped, so an interrupted suite
+resumes where it stopped. Several suite processes may share the work (e.g. two with
+OMP_NUM_THREADS=1 on a 2-core machine): a run being done by a live process is locked and
+skipped by the others. With --cached-only nothing runs: every section reports the runs cached so far and lists the ones still pending.
 """
 
 from __future__ import annotations
@@ -562,39 +562,27 @@ def execute(spec, jobs: List[Dict[str, Any]], label: str) -> None:
     pending = [j for j in jobs if not cached(spec, j)]
     if CACHED_ONLY:
         return
-    bar = tqdm(
+    with tqdm(
         total=len(jobs), initial=len(jobs) - len(pending), desc=label, unit="run"
-    )
-    for job in pending:
-        path = job_file(spec["quick"], job)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = claim(path)
-        if lock is None:  # another suite process is on it
-            bar.update(1)
-            continue
-        bar.set_postfix_str(
-            f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
-        )
-        if spec["quick"]:
-            run_in_process(spec, job, lock)
-            bar.update(1)
-            continue
-        log = path.with_suffix(".log")
-        with open(log, "w") as err:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--job", json.dumps(job)]
-                + (["--quick"] if spec["quick"] else [])
-                + (["--results", str(RESULTS_OVERRIDE)] if RESULTS_OVERRIDE else []),
-                cwd=ROOT if not spec["quick"] else results_dir(True),
-                stdout=subprocess.DEVNULL,
-                stderr=err,
+    ) as bar:
+        for job in pending:
+            path = job_file(spec["quick"], job)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = claim(path)
+            if lock is None:  # another suite process is on it
+                bar.update(1)
+                continue
+            bar.set_postfix_str(
+                f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
             )
-        lock.unlink(missing_ok=True)
-        if proc.returncode != 0:
-            bar.close()
-            raise SystemExit(f"run failed ({job}); see {log}")
-        bar.update(1)
-    bar.close()
+            try:
+                if spec["quick"]:
+                    run_in_process(spec, job)
+                else:
+                    run_in_worker(job, path)
+            finally:
+                lock.unlink(missing_ok=True)
+            bar.update(1)
 
 
 def run_job(spec, job: Dict[str, Any]) -> None:
@@ -606,8 +594,23 @@ def run_job(spec, job: Dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def run_in_process(spec, job: Dict[str, Any], lock: Path) -> None:
-    """A --quick job in this process, in the folder a worker process would have used."""
+def run_in_worker(job: Dict[str, Any], path: Path) -> None:
+    """A real run in its own process, so its peak memory is its own."""
+    log = path.with_suffix(".log")
+    with open(log, "w") as err:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--job", json.dumps(job)]
+            + (["--results", str(RESULTS_OVERRIDE)] if RESULTS_OVERRIDE else []),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    if proc.returncode != 0:
+        raise SystemExit(f"run failed ({job}); see {log}")
+
+
+def run_in_process(spec, job: Dict[str, Any]) -> None:
+    """A --quick job in this process, in the folder RecBole writes its log/ and saved/."""
     here = os.getcwd()
     os.chdir(results_dir(True))
     try:
@@ -616,7 +619,6 @@ def run_in_process(spec, job: Dict[str, Any], lock: Path) -> None:
         raise SystemExit(f"run failed ({job}): {err!r}") from err
     finally:
         os.chdir(here)
-        lock.unlink(missing_ok=True)
 
 
 def claim(path: Path) -> Optional[Path]:

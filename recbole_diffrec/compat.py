@@ -84,6 +84,17 @@ def modern_ray_tune() -> bool:
     return hasattr(tune, "get_context")
 
 
+def _trial_context():
+    """The running trial's context: ``ray.tune.get_context()`` or Ray 2.6's session."""
+    if modern_ray_tune():
+        from ray import tune
+
+        return tune.get_context()
+    from ray.air import session
+
+    return session
+
+
 def tune_report() -> Callable[[Dict[str, Any]], None]:
     """The function a trial calls with its metrics dict, on either Ray."""
     if modern_ray_tune():
@@ -104,12 +115,7 @@ def trial_info(experiment_dir: str) -> Tuple[str, str]:
     can be lost, or point to a path that is gone after the search. Tune's layout is
     ``<storage_path>/<experiment>/<trial folder>`` on every version, so the trial folder
     is taken by name inside the experiment folder."""
-    if modern_ray_tune():
-        from ray import tune
-
-        context = tune.get_context()
-    else:
-        from ray.air import session as context
+    context = _trial_context()
     name = Path(context.get_trial_dir()).name
     return str(Path(experiment_dir) / name), context.get_trial_id()
 
