@@ -1,4 +1,13 @@
-"""recbole-diffrec: diffusion recommenders as a RecBole plugin."""
+"""recbole-diffrec: diffusion recommenders as a RecBole plugin.
+
+The public names below load on first use, so ``import recbole_diffrec.diffusion`` (the
+pure-PyTorch diffusion core) does not import RecBole.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -7,30 +16,37 @@ from . import compat  # noqa: E402
 # Before anything builds a RecBole Config: RecBole 1.2.1 needs patches on NumPy 2 / SciPy 1.13+.
 compat.apply()
 
-from .config import Config  # noqa: E402
-from .data import data_preparation  # noqa: E402
-from .models.diffrec import DiffRec  # noqa: E402
-from .models.diffurec import DiffuRec  # noqa: E402
-from .models.ldiffrec import LDiffRec  # noqa: E402
-from .models.seqdiffrec import SeqDiffRec  # noqa: E402
-from .models.tdiffrec import LTDiffRec, TDiffRec  # noqa: E402
-from .quick_start import load_model, run  # noqa: E402
-from .registry import available_models, get_model  # noqa: E402
-from .trainer import Trainer, get_trainer  # noqa: E402
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "Config": ".config",
+    "config_from_settings": ".config",
+    "data_preparation": ".data",
+    "DiffRec": ".models.diffrec",
+    "DiffuRec": ".models.diffurec",
+    "LDiffRec": ".models.ldiffrec",
+    "SeqDiffRec": ".models.seqdiffrec",
+    "TDiffRec": ".models.tdiffrec",
+    "LTDiffRec": ".models.tdiffrec",
+    "prepare_item_clusters": ".clustering",
+    "build_model": ".pipeline",
+    "run": ".quick_start",
+    "load_model": ".quick_start",
+    "available_models": ".registry",
+    "get_model": ".registry",
+    "Trainer": ".trainer",
+    "get_trainer": ".trainer",
+}
 
-__all__ = [
-    "Config",
-    "DiffRec",
-    "DiffuRec",
-    "LDiffRec",
-    "LTDiffRec",
-    "SeqDiffRec",
-    "TDiffRec",
-    "Trainer",
-    "available_models",
-    "data_preparation",
-    "get_model",
-    "get_trainer",
-    "load_model",
-    "run",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'recbole_diffrec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list:
+    return sorted(list(globals()) + __all__)

@@ -1,4 +1,10 @@
-"""Item embeddings and k-means item clusters for L-DiffRec.
+"""Item clusters for L-DiffRec and LT-DiffRec, prepared before the model is built.
+
+:func:`prepare_item_clusters` is the preparation step: the runner, the tuner and
+``recbole_diffrec.build_model`` call it; a drop-in RecBole script calls it in one line::
+
+    model = LDiffRec(config, train_data.dataset,
+                     item_clusters=prepare_item_clusters(config, train_data.dataset))
 
 Embeddings come from one of three sources (``item_emb_source``):
 
@@ -19,18 +25,24 @@ import hashlib
 import json
 import os
 import random
-import sys
 from contextlib import contextmanager
 from logging import getLogger
 from pathlib import Path
-from unittest import mock
-from typing import Any, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from recbole.data.dataloader import TrainDataLoader
+from recbole.model.general_recommender import LightGCN
+from recbole.sampler import Sampler
+from recbole.utils import init_seed
 
-EMBEDDING_SOURCES = ("file", "lightgcn", "svd")
+from .config import config_from_settings
+from .models.ldiffrec import EMBEDDING_SOURCES
+from .trainer import get_trainer
+from .utils import plain
+
 logger = getLogger(__name__)
 
 
@@ -93,25 +105,15 @@ def preserved_rng() -> Iterator[None]:
 
 def lightgcn_embeddings(config, train_dataset, settings: Dict[str, Any]) -> np.ndarray:
     """Train RecBole's LightGCN on the training split; return its item embeddings."""
-    from recbole.data.dataloader import TrainDataLoader
-    from recbole.model.general_recommender import LightGCN
-    from recbole.sampler import Sampler
-    from recbole.utils import init_seed
-
-    from .config import Config
-    from .trainer import get_trainer, plain
-
     external = plain(config.external_config_dict)
     for key in ("model", "dataset"):
         external.pop(key, None)
-    # RecBole's Config reads --key=value from argv over config_dict; the L-DiffRec run's
-    # command line (e.g. --epochs) must not leak into the LightGCN settings.
-    with mock.patch.object(sys, "argv", sys.argv[:1]):
-        lgcn_config = Config(
-            "LightGCN",
-            config["dataset"],
-            config_dict={**external, **settings, "show_progress": False},
-        )
+    # The L-DiffRec run's command line (e.g. --epochs) must not leak into LightGCN's settings.
+    lgcn_config = config_from_settings(
+        "LightGCN",
+        config["dataset"],
+        {**external, **settings, "show_progress": False},
+    )
     init_seed(lgcn_config["seed"], lgcn_config["reproducibility"])
     sampler = Sampler(["train"], [train_dataset], "uniform").set_phase("train")
     train_data = TrainDataLoader(lgcn_config, train_dataset, sampler, shuffle=True)
@@ -213,23 +215,14 @@ def cluster_items(
     return labels.astype(np.int64)
 
 
-def latent_split(
-    cluster_sizes: Sequence[int], latent_dims: Sequence[int], key: str = "in_dims"
-) -> List[List[int]]:
-    """Split each latent layer size across clusters in proportion to cluster size.
-
-    As the official L-DiffRec: floor(size_i / n_items * d), at least 1, and the last cluster
-    gets the remainder (which must stay >= 1).
-    """
-    total = sum(cluster_sizes)
-    split = []
-    for i, size in enumerate(cluster_sizes[:-1]):
-        split.append([max(int(size / total * d), 1) for d in latent_dims])
-    last = [d - sum(dims[j] for dims in split) for j, d in enumerate(latent_dims)]
-    if min(last) < 1:
-        raise ValueError(
-            f"{key}: latent sizes {list(latent_dims)} leave the last of {len(cluster_sizes)} "
-            f"item clusters (sizes {list(cluster_sizes)}) no dimension; allowed: sizes of at "
-            f"least n_cate = {len(cluster_sizes)} per layer, larger for uneven clusters"
-        )
-    return split + [last]
+def prepare_item_clusters(config, train_dataset) -> np.ndarray:
+    """Cluster label (0..n_cate-1) of each real item, in internal-id order (id 1 first):
+    k-means on item embeddings of the training split (computed, cached or read from a
+    file as ``item_emb_source`` says). One cluster needs no embeddings."""
+    n_items = train_dataset.item_num - 1
+    n_cate = config["n_cate"]
+    if n_cate == 1:
+        return np.zeros(n_items, dtype=np.int64)
+    return cluster_items(
+        item_embeddings(config, train_dataset), n_cate, int(config["seed"])
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict
+import os
+from typing import Any, Dict, Optional, Sequence
 
 import recbole
 import yaml
@@ -18,6 +19,7 @@ from recbole.config import Config as RecBoleConfig
 
 from . import __version__
 from .registry import get_model, is_plugin_model
+from .utils import plain_argv, settings_file
 
 PROPERTIES = resources.files("recbole_diffrec") / "properties"
 RECBOLE_PROPERTIES = Path(recbole.__file__).parent / "properties"
@@ -61,3 +63,20 @@ class Config(RecBoleConfig):
             # RecBole applies its dataset yaml after the model yaml; keep that order.
             self.internal_config_dict.update(self._load_yaml(str(dataset_yaml)))
         self.internal_config_dict["recbole_diffrec"] = __version__
+
+
+def config_from_settings(
+    model: Any,
+    dataset: str,
+    settings: Dict[str, Any],
+    config_files: Optional[Sequence[str]] = None,
+) -> Config:
+    """A Config from yaml files plus explicit ``settings`` (applied last), ignoring the
+    process's command line. The settings travel through a yaml file because RecBole
+    eval()s string values of a ``config_dict``."""
+    extra = settings_file(settings)
+    try:
+        with plain_argv():
+            return Config(model, dataset, list(config_files or []) + [extra])
+    finally:
+        os.unlink(extra)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from logging import getLogger
 from typing import Any, Dict, List, Optional, Union
 
-import yaml
 from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed, set_color
 
-from .config import Config
+from .config import Config, config_from_settings
 from .convert import ensure_release_converted
 from .data import data_preparation
+from .pipeline import build_model
 from .registry import get_model
 from .trainer import CHECKPOINT_FORMAT, decode_array, get_trainer, load_checkpoint
 
@@ -57,7 +55,7 @@ def run(
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_class = config.model_class
-    model = model_class(config, train_data.dataset).to(config["device"])
+    model = build_model(config, train_data.dataset)
     logger.info(model)
     n_params = sum(p.numel() for p in model.parameters())
     trainer = (trainer_class or get_trainer(model_class))(config, model)
@@ -106,19 +104,9 @@ def load_model(model_file: str, trusted: bool = False):
         external = dict(checkpoint["external_config"])
         external.pop("model", None)
         external.pop("dataset", None)
-        # Through a yaml file: RecBole eval()s string values of config_dict.
-        with tempfile.NamedTemporaryFile(
-            "w", suffix=".yaml", delete=False, encoding="utf-8"
-        ) as f:
-            yaml.safe_dump(external, f)
-        try:
-            config = Config(
-                get_model(checkpoint["registry_name"]),
-                checkpoint["dataset"],
-                config_file_list=[f.name],
-            )
-        finally:
-            os.unlink(f.name)
+        config = config_from_settings(
+            get_model(checkpoint["registry_name"]), checkpoint["dataset"], external
+        )
     elif trusted and "config" in checkpoint:
         config = checkpoint["config"]
     else:
@@ -129,7 +117,12 @@ def load_model(model_file: str, trusted: bool = False):
     ensure_release_converted(config)
     data = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, data)
-    model = config.model_class(config, train_data.dataset).to(config["device"])
+    clusters = checkpoint["state_dict"].get("item_clusters")
+    model = build_model(
+        config,
+        train_data.dataset,
+        item_clusters=None if clusters is None else clusters.numpy(),
+    )
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(decode_array(checkpoint.get("other_parameter")))
     model.eval()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-from enum import Enum
 from functools import lru_cache
 from typing import Any, Dict
 
@@ -23,23 +22,9 @@ from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
 from .registry import is_plugin_model, registry_name
+from .utils import plain
 
 CHECKPOINT_FORMAT = "recbole_diffrec-checkpoint-1"
-
-
-def plain(value: Any) -> Any:
-    """A config value as plain Python (str/int/float/bool/None, lists, dicts)."""
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return value
-    if isinstance(value, Enum):
-        return value.name
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [plain(v) for v in value]
-    return str(value)
 
 
 def encode_array(value: Any) -> Any:
@@ -241,9 +226,8 @@ Trainer = _with_safe_checkpoints(RecBoleTrainer)
 def get_trainer(model_class: type) -> type:
     """The RecBole trainer for ``model_class``, with checkpoints that work on torch >= 2.6."""
     if is_plugin_model(model_class):
-        base = getattr(model_class, "trainer_class", None) or RecBoleTrainer
-        if isinstance(base, str):  # named here, so models need not import this module
-            base = globals()[base]
+        decays = getattr(model_class, "step_lr_decay", False)
+        base = StepDecayTrainer if decays else RecBoleTrainer
     else:
         base = recbole_get_trainer(model_class.type, model_class.__name__)
     return _with_safe_checkpoints(base)

@@ -26,7 +26,6 @@ the trial function, so importing this module (or the package) never imports Ray.
 from __future__ import annotations
 
 import ast
-import contextlib
 import csv
 import difflib
 import hashlib
@@ -36,14 +35,14 @@ import math
 import os
 import random
 import re
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import yaml
+
+from .utils import plain, plain_argv
 
 
 def _is_int(v: Any) -> bool:
@@ -244,37 +243,12 @@ def parse_cli_value(text: str) -> Any:
 
 
 # ------------------------------------------------------------------ checking against the model
-@contextlib.contextmanager
-def plain_argv() -> Iterator[None]:
-    """RecBole's Config reads ``--key=value`` from sys.argv; a search passes settings
-    explicitly, so hide the driver's (or a Ray worker's) own arguments from it."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def settings_file(settings: Dict[str, Any], folder: Optional[str] = None) -> str:
-    """Write settings as yaml (RecBole eval()s string values of a config_dict)."""
-    fd, name = tempfile.mkstemp(suffix=".yaml", dir=folder, text=True)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        yaml.safe_dump(settings, f, sort_keys=True)
-    return name
-
-
 def build_config(
     model: str, dataset: str, config_files: Sequence[str], settings: Dict[str, Any]
 ):
-    from .config import Config
+    from .config import config_from_settings
 
-    extra = settings_file(settings)
-    try:
-        with plain_argv():
-            return Config(model, dataset, list(config_files) + [extra])
-    finally:
-        os.unlink(extra)
+    return config_from_settings(model, dataset, settings, config_files)
 
 
 def check_space_against_model(spec: SearchSpace, config) -> None:
@@ -811,20 +785,10 @@ def write_best(
         + "\n"
     )
     (exp_dir / "best.yaml").write_text(
-        header + yaml.safe_dump(_plain(merged), sort_keys=True)
+        header + yaml.safe_dump(plain(merged), sort_keys=True)
     )
-    (exp_dir / "best.json").write_text(json.dumps(_plain(best), indent=1))
+    (exp_dir / "best.json").write_text(json.dumps(plain(best), indent=1))
     return chosen
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    return value
 
 
 def rerun_command(model: str, dataset: str, best_yaml: Path) -> str:

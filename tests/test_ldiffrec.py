@@ -8,13 +8,9 @@ import torch
 
 from conftest import FAST
 from recbole_diffrec import Config, run
-from recbole_diffrec.clustering import (
-    align_file_embeddings,
-    cluster_items,
-    latent_split,
-)
+from recbole_diffrec.clustering import align_file_embeddings, cluster_items
 from recbole_diffrec.diffusion import MLPDenoiser
-from recbole_diffrec.models.autoencoder import ClusteredVAE
+from recbole_diffrec.models.autoencoder import ClusteredVAE, latent_split
 from recbole_diffrec.models.ldiffrec import kl_schedule, lambda_schedule
 from recbole_diffrec.models.tdiffrec import time_weights
 

@@ -14,7 +14,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..clustering import latent_split
+
+def latent_split(
+    cluster_sizes: Sequence[int], latent_dims: Sequence[int], key: str = "in_dims"
+) -> List[List[int]]:
+    """Split each latent layer size across clusters in proportion to cluster size.
+
+    As the official L-DiffRec: floor(size_i / n_items * d), at least 1, and the last cluster
+    gets the remainder (which must stay >= 1).
+    """
+    total = sum(cluster_sizes)
+    split = []
+    for i, size in enumerate(cluster_sizes[:-1]):
+        split.append([max(int(size / total * d), 1) for d in latent_dims])
+    last = [d - sum(dims[j] for dims in split) for j, d in enumerate(latent_dims)]
+    if min(last) < 1:
+        raise ValueError(
+            f"{key}: latent sizes {list(latent_dims)} leave the last of {len(cluster_sizes)} "
+            f"item clusters (sizes {list(cluster_sizes)}) no dimension; allowed: sizes of at "
+            f"least n_cate = {len(cluster_sizes)} per layer, larger for uneven clusters"
+        )
+    return split + [last]
 
 
 def _mlp(sizes: Sequence[int], last_activation: bool) -> nn.Sequential:

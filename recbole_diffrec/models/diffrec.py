@@ -52,7 +52,7 @@ class DiffRec(UserBatchRecommender):
     # Default yaml files (recbole_diffrec/properties/model/), applied in order.
     config_files = ("DiffRec.yaml",)
 
-    def __init__(self, config, dataset):
+    def __init__(self, config, dataset, **network_inputs):
         require_plugin_config(config, type(self).__name__)
         self.check_config(config)
         super().__init__(config, dataset)
@@ -75,7 +75,7 @@ class DiffRec(UserBatchRecommender):
             if steps is None or steps == self.diffusion.steps
             else self.diffusion.respaced(steps)
         )
-        self.build_networks(config, dataset)
+        self.build_networks(config, dataset, **network_inputs)
         if self.reweight and not self.diffusion.noisy:
             self.logger.info("noise_scale is 0: reweight has no effect and is off")
             self.reweight = False

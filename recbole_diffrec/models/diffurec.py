@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
-from .base import check_choice, check_fraction, check_int, check_nonnegative
+from .base import check_choice, check_fraction, check_nonnegative
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,

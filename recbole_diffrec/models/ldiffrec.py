@@ -17,14 +17,14 @@ DiffRec on large catalogues.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from ..clustering import EMBEDDING_SOURCES, cluster_items, item_embeddings
 from .autoencoder import ClusteredVAE, multinomial_nll
 from .base import (
+    check_choice,
     check_fraction,
     check_int,
     check_nonnegative,
@@ -48,24 +48,57 @@ def kl_schedule(batch: int, cap: float, steps: int) -> float:
     return cap
 
 
+# Where item embeddings for the clusters come from (see recbole_diffrec.clustering).
+EMBEDDING_SOURCES = ("file", "lightgcn", "svd")
+
+
+def check_item_clusters(
+    labels: Optional[np.ndarray], n_cate: int, n_items: int
+) -> np.ndarray:
+    """The cluster labels as int64, or one clear error saying what was expected."""
+    if labels is None:
+        if n_cate == 1:
+            return np.zeros(n_items, dtype=np.int64)
+        raise ValueError(
+            f"item_clusters: none given with n_cate={n_cate}; build the model with "
+            "recbole_diffrec.build_model(config, train_data.dataset), or pass "
+            "item_clusters=recbole_diffrec.prepare_item_clusters(config, train_data.dataset)"
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (n_items,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"item_clusters: got an array of shape {labels.shape} and dtype {labels.dtype}; "
+            f"allowed: {n_items} integer labels, one per item"
+        )
+    counts = np.bincount(labels, minlength=n_cate) if labels.min() >= 0 else None
+    if counts is None or len(counts) != n_cate or (counts == 0).any():
+        raise ValueError(
+            f"item_clusters: labels span {labels.min()}..{labels.max()}; allowed: every "
+            f"label in 0..{n_cate - 1} (n_cate={n_cate}) used at least once"
+        )
+    return labels.astype(np.int64)
+
+
 class LDiffRec(DiffRec):
     r"""L-DiffRec: diffusion in the latent space of a clustered VAE."""
 
     config_files = ("DiffRec.yaml", "LDiffRec.yaml")
 
-    def build_networks(self, config, dataset) -> None:
-        n_items = self.n_items - 1
-        n_cate = config["n_cate"]
-        if n_cate > n_items:
-            raise ValueError(
-                f"n_cate: got {n_cate}; allowed: an integer in [1, {n_items}] (the number of items)"
-            )
-        if n_cate == 1:
-            labels = np.zeros(n_items, dtype=np.int64)
-        else:
-            labels = cluster_items(
-                item_embeddings(config, dataset), n_cate, int(config["seed"])
-            )
+    # Built with item clusters prepared beforehand (recbole_diffrec.build_model does it).
+    needs_item_clusters = True
+
+    def __init__(
+        self, config, dataset, item_clusters: Optional[np.ndarray] = None
+    ) -> None:
+        """``item_clusters``: the cluster label (0..n_cate-1) of each real item, in
+        internal-id order (id 1 first), from ``recbole_diffrec.prepare_item_clusters``;
+        may be left out only when ``n_cate`` is 1."""
+        super().__init__(config, dataset, item_clusters=item_clusters)
+
+    def build_networks(
+        self, config, dataset, item_clusters: Optional[np.ndarray] = None
+    ) -> None:
+        labels = check_item_clusters(item_clusters, config["n_cate"], self.n_items - 1)
         # The official code lists in_dims from the latent outwards and reverses them.
         self.autoencoder = ClusteredVAE(
             labels,
@@ -74,8 +107,10 @@ class LDiffRec(DiffRec):
             dropout=config["ae_dropout"],
             reparam=bool(config["reparam"]),
         )
+        # Kept in checkpoints, so a saved model reloads without recomputing the clusters.
+        self.register_buffer("item_clusters", torch.from_numpy(labels))
         self.logger.info(
-            f"L-DiffRec: {n_cate} item clusters of sizes {self.autoencoder.cluster_sizes}, "
+            f"L-DiffRec: {config['n_cate']} item clusters of sizes {self.autoencoder.cluster_sizes}, "
             f"latent sizes {[d[-1] for d in self.autoencoder.latent_dims]}"
         )
         self.denoiser = self.make_denoiser(config, self.autoencoder.latent_size)
@@ -108,10 +143,9 @@ class LDiffRec(DiffRec):
                 f"in_dims: got {config['in_dims']} with n_cate {n_cate}; allowed: every size "
                 f">= n_cate so that each item cluster keeps at least one latent dimension"
             )
-        if config["n_cate"] > 1 and config["item_emb_source"] not in EMBEDDING_SOURCES:
-            raise ValueError(
-                f"item_emb_source: got {config['item_emb_source']!r}; allowed: "
-                f"{', '.join(EMBEDDING_SOURCES)}"
+        if config["n_cate"] > 1:
+            check_choice(
+                "item_emb_source", config["item_emb_source"], EMBEDDING_SOURCES
             )
         for key in (
             "lamda",

@@ -240,8 +240,9 @@ class SequentialDiffusionRecommender(SequentialRecommender):
 
     input_type = InputType.POINTWISE
     config_files: tuple = ()
-    # Step learning-rate decay (lr_decay_step / lr_decay_gamma), as DiffuRec's StepLR.
-    trainer_class = "StepDecayTrainer"
+    # Trained with a step learning-rate decay (lr_decay_step / lr_decay_gamma), as
+    # DiffuRec's StepLR: recbole_diffrec.get_trainer picks its StepDecayTrainer.
+    step_lr_decay = True
 
     def __init__(self, config, dataset):
         require_plugin_config(config, type(self).__name__)

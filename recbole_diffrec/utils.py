@@ -1,0 +1,56 @@
+"""Small helpers shared by the runner, the tuner and item-cluster preparation (no RecBole imports)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from enum import Enum
+from typing import Any, Dict, Iterator, Optional
+
+import yaml
+
+
+def plain(value: Any) -> Any:
+    """A value as plain Python (str/int/float/bool/None, lists, dicts), for yaml, json and
+    weights-only checkpoints; numpy and torch scalars become numbers, anything else a string.
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [plain(v) for v in value]
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (TypeError, ValueError):  # an array of more than one value
+            pass
+    return str(value)
+
+
+@contextlib.contextmanager
+def plain_argv() -> Iterator[None]:
+    """Hide the process's own ``--key=value`` arguments from RecBole's Config, which reads
+    sys.argv over explicit settings (a Ray worker's, a driver's or an L-DiffRec run's).
+    """
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def settings_file(settings: Dict[str, Any], folder: Optional[str] = None) -> str:
+    """Write settings to a temporary yaml file and return its path (the caller removes it).
+
+    RecBole eval()s string values of a ``config_dict``; a yaml file keeps them strings.
+    """
+    fd, name = tempfile.mkstemp(suffix=".yaml", dir=folder, text=True)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        yaml.safe_dump(plain(settings), f, sort_keys=True)
+    return name
