@@ -18,9 +18,8 @@ from recbole.data.interaction import Interaction
 from recbole.data.utils import create_samplers
 from recbole.utils import ModelType
 
+from .models.checks import RUN, check_settings
 from .registry import is_plugin_model
-
-EVAL_HISTORY = ("unmasked", "masked")
 
 
 class UserBatchDataLoader(UserDataLoader):
@@ -110,10 +109,6 @@ def configure_eval_batch(config, dataset) -> None:
     if users is not None and (
         "eval_batch_size" not in external or "eval_batch_users" in external
     ):
-        if isinstance(users, bool) or not isinstance(users, int) or users < 1:
-            raise ValueError(
-                f"eval_batch_users: got {users!r}; allowed: an integer >= 1"
-            )
         if not sequential:
             config["eval_batch_size"] = users * dataset.item_num
         elif "eval_batch_users" in external:
@@ -144,14 +139,11 @@ def data_preparation(config, dataset):
 
     Returns ``(train_data, valid_data, test_data)``.
     """
+    check_settings(config, RUN)
     configure_eval_batch(config, dataset)
     histories = None
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         protocol = config["eval_history"] or "unmasked"
-        if protocol not in EVAL_HISTORY:
-            raise ValueError(
-                f"eval_history: got {protocol!r}; allowed: {', '.join(EVAL_HISTORY)}"
-            )
         if protocol == "masked":
             if dataset.time_field is None:
                 raise ValueError(

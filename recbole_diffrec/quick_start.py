@@ -12,13 +12,15 @@ from recbole.utils import init_logger, init_seed, set_color
 from .config import Config, config_from_settings
 from .convert import ensure_release_converted
 from .data import data_preparation
+from .models.checks import RUN, check_settings
 from .pipeline import build_model
 from .registry import get_model
 from .trainer import CHECKPOINT_FORMAT, decode_array, get_trainer, load_checkpoint
 
 
 def check_model_config(config) -> None:
-    """Validate model settings before any data is loaded."""
+    """Validate the run's and the model's settings before any data is loaded."""
+    check_settings(config, RUN)
     check = getattr(config.model_class, "check_config", None)
     if check is not None:
         check(config)

@@ -21,6 +21,7 @@ from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
+from .models.checks import LR_DECAY, check_settings
 from .registry import is_plugin_model, registry_name
 from .utils import plain
 
@@ -188,21 +189,8 @@ class StepDecayTrainer(RecBoleTrainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        check_settings(config, LR_DECAY)
         step, gamma = config["lr_decay_step"], config["lr_decay_gamma"]
-        if step is not None and (
-            isinstance(step, bool) or not isinstance(step, int) or step < 1
-        ):
-            raise ValueError(
-                f"lr_decay_step: got {step!r}; allowed: an integer >= 1, or ~ for none"
-            )
-        if (
-            isinstance(gamma, bool)
-            or not isinstance(gamma, (int, float))
-            or not 0 < gamma <= 1
-        ):
-            raise ValueError(
-                f"lr_decay_gamma: got {gamma!r}; allowed: a number in (0, 1]"
-            )
         self.lr_decay_step, self.lr_decay_gamma = step, float(gamma)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
 
