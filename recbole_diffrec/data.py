@@ -18,7 +18,7 @@ from recbole.data.interaction import Interaction
 from recbole.data.utils import create_samplers
 from recbole.utils import ModelType
 
-from .models.checks import RUN, check_settings
+from .models.checks import PLUGIN, RUN, check_settings
 from .registry import is_plugin_model
 
 
@@ -156,6 +156,7 @@ def data_preparation(config, dataset):
         loaders = recbole_data_preparation(config, dataset)
         return _mask_histories(config, loaders, histories)
 
+    check_settings(config, PLUGIN)
     built = dataset.build()
     train_set, valid_set, test_set = built
     train_sampler, valid_sampler, test_sampler = create_samplers(config, dataset, built)

@@ -16,8 +16,15 @@ from recbole_diffrec.models.checks import (
 )
 
 
+class Settings(dict):
+    """A missing key reads None, as with RecBole's Config."""
+
+    def __missing__(self, key):
+        return None
+
+
 def problem(rule, **config):
-    return rule.problem(config)
+    return rule.problem(Settings(config))
 
 
 def test_int_bounds_may_name_other_keys():
@@ -91,10 +98,10 @@ DIFFREC = {
 
 
 def test_model_rules_accept_the_defaults_and_report_the_first_problem():
-    check_settings(DIFFREC, DIFFREC_RULES)
+    check_settings(Settings(DIFFREC), DIFFREC_RULES)
     bad = {**DIFFREC, "steps": 10, "inference_steps": 3, "sampling_steps": 5}
     with pytest.raises(ValueError) as err:
-        check_settings(bad, DIFFREC_RULES)
+        check_settings(Settings(bad), DIFFREC_RULES)
     assert str(err.value) == (
         "sampling_steps: got 5 with inference_steps=3; allowed: an integer in "
         "[0, inference_steps]"
@@ -115,13 +122,16 @@ def test_latent_rules_tie_in_dims_to_the_cluster_count():
         "ae_dropout": 0.1,
     }
     with pytest.raises(ValueError, match=r"^in_dims: got \[2\] with n_cate=3"):
-        check_settings(latent, LDIFFREC_RULES)
-    check_settings({**latent, "in_dims": [3]}, LDIFFREC_RULES)
+        check_settings(Settings(latent), LDIFFREC_RULES)
+    check_settings(Settings({**latent, "in_dims": [3]}), LDIFFREC_RULES)
     # One cluster needs no embeddings, so any source passes; several need a known one.
-    check_settings({**latent, "n_cate": 1, "item_emb_source": "x"}, LDIFFREC_RULES)
+    check_settings(
+        Settings({**latent, "n_cate": 1, "item_emb_source": "x"}), LDIFFREC_RULES
+    )
     with pytest.raises(ValueError, match="item_emb_source: got 'x'"):
         check_settings(
-            {**latent, "in_dims": [3], "item_emb_source": "x"}, LDIFFREC_RULES
+            Settings({**latent, "in_dims": [3], "item_emb_source": "x"}),
+            LDIFFREC_RULES,
         )
 
 
@@ -140,8 +150,14 @@ def test_sequential_rules_refuse_a_diffusion_without_noise():
         "step_embedding_at": "all",
         "mse_weight": 1.0,
     }
-    check_settings(seq, SEQDIFFREC_RULES)
+    check_settings(Settings(seq), SEQDIFFREC_RULES)
     with pytest.raises(ValueError, match=r"^noise_scale: got 0; .*\(0, 1\]"):
-        check_settings({**seq, "noise_scale": 0}, SEQDIFFREC_RULES)
+        check_settings(Settings({**seq, "noise_scale": 0}), SEQDIFFREC_RULES)
     with pytest.raises(ValueError, match="^n_heads: got 3 with hidden_size=128"):
-        check_settings({**seq, "n_heads": 3}, SEQDIFFREC_RULES)
+        check_settings(Settings({**seq, "n_heads": 3}), SEQDIFFREC_RULES)
+
+
+def test_plugin_models_refuse_saved_dataloaders():
+    for key, value in (("save_dataloaders", True), ("dataloaders_save_path", "x.pth")):
+        with pytest.raises(ValueError, match=f"^{key}: got .*save_dataset"):
+            check_settings(Settings({**DIFFREC, key: value}), DIFFREC_RULES)

@@ -179,6 +179,36 @@ def check_settings(config: Any, rules: Sequence[Rule]) -> None:
 
 
 # ------------------------------------------------------------------------ rule groups
+EVAL_HISTORY = ("unmasked", "masked")
+
+
+def _eval_history_problem(config: Any) -> Optional[str]:
+    if config["eval_history"] is None:  # RecBole's own protocol
+        return None
+    return Choice("eval_history", EVAL_HISTORY).problem(config)
+
+
+# Settings the plugin adds to every run (plugin and RecBole models alike).
+RUN: Tuple[Rule, ...] = (
+    Int("eval_batch_users", 1, optional=True, null_means="RecBole's eval_batch_size"),
+    Check(_eval_history_problem),
+)
+
+
+def _saved_loaders_problem(config: Any) -> Optional[str]:
+    for key in ("save_dataloaders", "dataloaders_save_path"):
+        if config[key]:
+            return (
+                f"{key}: got {config[key]!r}; allowed: False / null for the plugin's "
+                "models, whose dataloaders (batches of users, masked histories) RecBole "
+                "cannot save or reload; save_dataset / dataset_save_path do work"
+            )
+    return None
+
+
+# Settings every plugin model refuses.
+PLUGIN: Tuple[Rule, ...] = (Check(_saved_loaders_problem),)
+
 NOISE: Tuple[Rule, ...] = (
     Choice("noise_schedule", NOISE_SCHEDULES),
     Choice("timestep_sampler", TIMESTEP_SAMPLERS),
@@ -196,18 +226,22 @@ NOISE: Tuple[Rule, ...] = (
 
 DIFFUSION: Tuple[Rule, ...] = (Choice("mean_type", MEAN_TYPES),) + NOISE
 
-DIFFREC: Tuple[Rule, ...] = DIFFUSION + (
-    Int("sampling_steps", 0, "steps"),
-    Int("inference_steps", 1, "steps", optional=True, null_means="all steps"),
-    # Inference runs on the respaced chain, which has only inference_steps steps.
-    Relation(
-        ("sampling_steps", "inference_steps"),
-        lambda sampling, inference: sampling <= inference,
-        "an integer in [0, inference_steps]",
-    ),
-    IntList("dims_dnn"),
-    Int("embedding_size", 1),
-    Fraction("dropout"),
+DIFFREC: Tuple[Rule, ...] = (
+    PLUGIN
+    + DIFFUSION
+    + (
+        Int("sampling_steps", 0, "steps"),
+        Int("inference_steps", 1, "steps", optional=True, null_means="all steps"),
+        # Inference runs on the respaced chain, which has only inference_steps steps.
+        Relation(
+            ("sampling_steps", "inference_steps"),
+            lambda sampling, inference: sampling <= inference,
+            "an integer in [0, inference_steps]",
+        ),
+        IntList("dims_dnn"),
+        Int("embedding_size", 1),
+        Fraction("dropout"),
+    )
 )
 
 TIME_WEIGHTS: Tuple[Rule, ...] = (
@@ -260,7 +294,7 @@ def _negative_sampling_problem(config: Any) -> Optional[str]:
     )
 
 
-SEQUENCE: Tuple[Rule, ...] = (
+SEQUENCE: Tuple[Rule, ...] = PLUGIN + (
     Int("MAX_ITEM_LIST_LENGTH", 1),
     Int("hidden_size", 1),
     Int("n_layers", 1),
@@ -283,21 +317,6 @@ SEQUENCE: Tuple[Rule, ...] = (
         note="the sequential models need noise on the target embedding",
     ),
     *NOISE,
-)
-
-EVAL_HISTORY = ("unmasked", "masked")
-
-
-def _eval_history_problem(config: Any) -> Optional[str]:
-    if config["eval_history"] is None:  # RecBole's own protocol
-        return None
-    return Choice("eval_history", EVAL_HISTORY).problem(config)
-
-
-# Settings the plugin adds to every run (plugin and RecBole models alike).
-RUN: Tuple[Rule, ...] = (
-    Int("eval_batch_users", 1, optional=True, null_means="RecBole's eval_batch_size"),
-    Check(_eval_history_problem),
 )
 
 ATTENTION_MASKS = ("reference", "padding")  # DiffuRec
