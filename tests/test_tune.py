@@ -395,7 +395,7 @@ def test_stopped_trial_is_scored_on_test_from_its_checkpoint(workdir):
 def test_paths_are_made_absolute_for_trials(workdir, release):
     # Ray runs every trial in its own folder: relative paths must not reach the trials.
     from conftest import PAPER_PROTOCOL_YAML
-    from recbole_diffrec.tune import _absolute_paths
+    from recbole_diffrec.tune.search import _absolute_paths
 
     folder, _ = release
     os.symlink(folder, workdir / "rel")
