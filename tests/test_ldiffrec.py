@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import FAST
-from recbole_diffrec import Config, run
+from recbole_diffrec import Config, get_trainer, load_model, run
 from recbole_diffrec.clustering import align_file_embeddings, cluster_items
 from recbole_diffrec.diffusion import MLPDenoiser
 from recbole_diffrec.models.autoencoder import ClusteredVAE, latent_split
@@ -124,12 +124,27 @@ def test_ldiffrec_is_smaller_than_diffrec(n_items, dims, ratio):
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("model", ["LDiffRec", "TDiffRec", "LTDiffRec"])
-def test_models_end_to_end_on_ml100k(workdir, model):
+def test_models_end_to_end_on_ml100k(workdir, model, caplog):
     result = run(model, "ml-100k", config_dict=dict(QUICK), saved=True)
     test = result["test_result"]
-    assert 0.02 < test["recall@10"] < 0.6 and 0.02 < test["ndcg@10"] < 0.7
+    # Two epochs: 0.06-0.11 measured (Pop 0.084, random ranking 0.006).
+    assert test["recall@10"] > 5 * 10 / 1682
     checkpoint = torch.load(result["model_file"], weights_only=True)
     assert checkpoint["registry_name"] == model
+    # Reloading takes the item clusters from the checkpoint (no embeddings recomputed)
+    # and scores the test set as the trained model did.
+    clusters = checkpoint["state_dict"].get("item_clusters")
+    assert (clusters is not None) == model.startswith(("L", "LT"))
+    with caplog.at_level(logging.INFO):
+        config, net, _, _, _, test_data = load_model(result["model_file"])
+    assert "item embeddings" not in caplog.text
+    if clusters is not None:
+        assert torch.equal(net.item_clusters.cpu(), clusters)
+        assert len(set(clusters.tolist())) == config["n_cate"]
+    again = get_trainer(type(net))(config, net).evaluate(
+        test_data, load_best_model=False
+    )
+    assert again == pytest.approx(test, abs=1e-4)
 
 
 def test_lightgcn_embeddings_are_computed_cached_and_rng_neutral(workdir, caplog):

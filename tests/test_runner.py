@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import FAST
-from recbole_diffrec import Config, get_model, load_model, run
+from recbole_diffrec import Config, get_model, get_trainer, load_model, run
 from recbole_diffrec.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,8 +38,6 @@ def test_diffrec_end_to_end_saves_reloads_and_reproduces(workdir):
 
     config, model, dataset, train, valid, test = load_model(str(model_file))
     assert config["dims_dnn"] == [64] and config["steps"] == 5
-    from recbole_diffrec import get_trainer
-
     trainer = get_trainer(type(model))(config, model)
     again = trainer.evaluate(test, load_best_model=False)
     for key, value in result["test_result"].items():
@@ -64,15 +62,19 @@ def test_recbole_models_run_through_the_runner_with_saved_checkpoints(workdir, m
     result = run(model, "ml-100k", config_dict=cfg, saved=True)
     assert result["model_class"].startswith("recbole.model.")
     test = result["test_result"]
-    assert 0 <= test["recall@10"] < 0.6
+    # Two epochs on ml-100k: BPR and RecBole's DiffRec measure 1.6-2.5x random here.
+    assert test["recall@10"] > RANDOM_RECALL10
     if model == "EASE":  # a strong closed-form baseline on ml-100k
         assert test["recall@10"] > 0.1
     checkpoint = torch.load(result["model_file"], weights_only=True)
-    expected = model if "." in model else f"recbole.{model}"
-    assert checkpoint["registry_name"] == expected
-    if model == "EASE":  # numpy/scipy state round-trips through the safe format
-        config, loaded, *_ = load_model(result["model_file"])
-        assert loaded.item_similarity.shape[0] == loaded.n_items
+    registry = {"BPR": "recbole.BPR", "EASE": "recbole.EASE"}.get(model, model)
+    assert checkpoint["registry_name"] == registry
+    # The checkpoint (numpy/scipy state too, for EASE) reloads to the same test metrics.
+    config, loaded, _, _, _, test_data = load_model(result["model_file"])
+    again = get_trainer(type(loaded))(config, loaded).evaluate(
+        test_data, load_best_model=False
+    )
+    assert again == pytest.approx(test, abs=1e-4)
 
 
 def test_traditional_model_with_sparse_evaluation_still_saves(workdir):
