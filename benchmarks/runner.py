@@ -1,0 +1,299 @@
+"""Running the suite's jobs: options, the result cache, run locks and worker processes.
+
+Cache: one JSON file per job and code version, ``<results>/<section>/<stem>-<code>.json``.
+``<stem>`` names the job and ends with a digest of its settings (the first suite's file
+name, so results it wrote are still found); ``<code>`` is the hash of the code the run
+depends on (:func:`worker_code_hash`). A result whose code hash differs from this
+checkout's, or that has none (written before hashes were recorded: "code version
+unknown"), is *stale*: it is still read and reported, marked as such, and rerun only with
+``refresh_stale``. A fresh result replaces the job's stale ones.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "recbole_diffrec"
+# Helpers every worker uses: part of every section's code hash.
+SHARED_WORKER_CODE = (ROOT / "benchmarks" / "training.py",)
+UNKNOWN = "unknown"  # the code version of a result written before hashes were recorded
+STALE_MARK = " *(stale)*"
+# In a section module, the line that starts its report code (not part of the code hash).
+REPORT_MARKER = re.compile(r"(?m)^# -+ report\b.*$")
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a suite process runs; passed explicitly, never kept in module state."""
+
+    quick: bool = False
+    results: Optional[Path] = (
+        None  # default: benchmarks/results or benchmarks/out/quick
+    )
+    cached_only: bool = False  # run nothing, report what is cached
+    refresh_stale: bool = False  # rerun jobs whose cached result came from other code
+
+    @property
+    def results_dir(self) -> Path:
+        if self.results is not None:
+            return Path(self.results).resolve()
+        return ROOT / "benchmarks" / ("out/quick" if self.quick else "results")
+
+
+# ---------------------------------------------------------------------------- code version
+def package_files() -> List[Path]:
+    """The plugin's sources and its default yaml (both change what a run computes)."""
+    return sorted(
+        p
+        for p in PACKAGE.rglob("*")
+        if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts
+    )
+
+
+def code_hash(files: Iterable[Path], texts: Iterable[str] = ()) -> str:
+    digest = hashlib.sha1()
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    for text in texts:
+        digest.update(text.encode() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def worker_code_hash(worker: Callable) -> str:
+    """The code a section's runs depend on: ``recbole_diffrec`` (sources and yaml), the
+    workers' shared helpers, and the worker's module down to its report marker (a line
+    ``# ---- report``): editing how a section is reported must not mark its results stale,
+    and everything above the marker may feed the runs, so it counts."""
+    source = inspect.getsource(sys.modules[worker.__module__])
+    source = REPORT_MARKER.split(source, maxsplit=1)[0]
+    return code_hash([*package_files(), *SHARED_WORKER_CODE], [source])
+
+
+# ---------------------------------------------------------------------------- cache keys
+def job_digest(job: Dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(job, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def job_stem(job: Dict[str, Any]) -> str:
+    """The job's name in the results folder, without a code version (as the first suite
+    named its result files)."""
+    label = "-".join(str(job[k]) for k in ("section", "name") if k in job)
+    extra = job.get("seed", job.get("items", ""))
+    return f"{label}-{extra}-{job_digest(job)}".replace("/", "_")
+
+
+def cache_key(job: Dict[str, Any], code: str) -> str:
+    return f"{job_stem(job)}-{code}"
+
+
+def claim(path: Path) -> Optional[Path]:
+    """Lock a run for this process; None when a live process holds it or it is done."""
+    lock = path.with_suffix(".lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return None  # held by a live process
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)  # left by a process that died: take over
+                continue
+            except FileNotFoundError:
+                continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        if path.is_file():  # finished by another process meanwhile
+            lock.unlink()
+            return None
+        return lock
+    return None
+
+
+def write_atomically(path: Path, data: Dict[str, Any]) -> None:
+    """A half-written result never counts: write aside, then rename."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data, indent=1))
+    os.replace(partial, path)
+
+
+# ---------------------------------------------------------------------------- the runner
+class Runner:
+    """Runs and reads one suite's jobs. ``sections`` maps a section name to an object with
+    ``worker`` and ``code_hash()`` (the registry's ``Section``); ``code_versions``
+    overrides their code hashes (tests)."""
+
+    def __init__(
+        self,
+        spec: Dict[str, Any],
+        options: Options,
+        sections: Mapping[str, Any],
+        code_versions: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        self.spec, self.options, self.sections = spec, options, sections
+        self._code: Dict[str, str] = dict(code_versions or {})
+        self.shown: Dict[Path, str] = {}  # results read for the report -> code version
+
+    @property
+    def results_dir(self) -> Path:
+        return self.options.results_dir
+
+    def code_version(self, section: str) -> str:
+        if section not in self._code:
+            self._code[section] = self.sections[section].code_hash()
+        return self._code[section]
+
+    def result_path(self, job: Dict[str, Any]) -> Path:
+        """Where this checkout's result of ``job`` goes."""
+        code = self.code_version(job["section"])
+        return self.results_dir / job["section"] / f"{cache_key(job, code)}.json"
+
+    def versions(self, job: Dict[str, Any]) -> List[Path]:
+        """Every cached result of ``job``, this checkout's first, then newest first."""
+        folder = self.results_dir / job["section"]
+        stem = glob.escape(job_stem(job))
+        found = glob.glob(str(folder / f"{stem}.json")) + glob.glob(
+            str(folder / f"{stem}-*.json")
+        )
+        fresh = self.result_path(job)
+        return sorted(
+            (Path(p) for p in found),
+            key=lambda p: (p != fresh, -p.stat().st_mtime),
+        )
+
+    def cached(self, job: Dict[str, Any]) -> bool:
+        return bool(self.versions(job))
+
+    def stale(self, job: Dict[str, Any]) -> bool:
+        found = self.versions(job)
+        return bool(found) and found[0] != self.result_path(job)
+
+    def read(self, job: Dict[str, Any]) -> Dict[str, Any]:
+        path = self.versions(job)[0]
+        result = json.loads(path.read_text())
+        self.shown[path] = result.get("code_hash", UNKNOWN)
+        return result
+
+    def stale_mark(self, jobs: Iterable[Dict[str, Any]]) -> str:
+        """The table marker for a row built from ``jobs``, when any came from other code."""
+        return STALE_MARK if any(self.stale(j) for j in jobs) else ""
+
+    # ------------------------------------------------------------------------ running
+    def needs_run(self, job: Dict[str, Any]) -> bool:
+        if not self.cached(job):
+            return True
+        return self.options.refresh_stale and self.stale(job)
+
+    def execute(self, jobs: List[Dict[str, Any]], label: str) -> None:
+        """Run the jobs not cached yet (and the stale ones with ``refresh_stale``), each
+        under a lock so that several suite processes can share the work."""
+        if self.options.cached_only:
+            return
+        from tqdm import tqdm
+
+        todo = [j for j in jobs if self.needs_run(j)]
+        with tqdm(
+            total=len(jobs), initial=len(jobs) - len(todo), desc=label, unit="run"
+        ) as bar:
+            for job in todo:
+                path = self.result_path(job)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = claim(path)
+                if lock is None:  # another suite process is on it, or it is done
+                    bar.update(1)
+                    continue
+                bar.set_postfix_str(
+                    f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
+                )
+                try:
+                    if self.options.quick:
+                        self.run_in_process(job)
+                    else:
+                        self.run_in_worker(job, path)
+                finally:
+                    lock.unlink(missing_ok=True)
+                bar.update(1)
+
+    def run_job(self, job: Dict[str, Any]) -> None:
+        """Run one job; its result replaces the job's results from other code."""
+        code = self.code_version(job["section"])  # the code this run starts with
+        result = self.sections[job["section"]].worker(self, job)
+        path = self.result_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, {"job": job, "code_hash": code, **result})
+        for old in self.versions(job):
+            if old != path:
+                old.unlink(missing_ok=True)
+
+    def run_in_worker(self, job: Dict[str, Any], path: Path) -> None:
+        """A real run in its own process, so its peak memory is its own."""
+        log = path.with_suffix(".log")
+        command = [sys.executable, "-m", "benchmarks.suite", "--job", json.dumps(job)]
+        command += ["--results", str(self.results_dir)]
+        with open(log, "w") as err:
+            proc = subprocess.run(
+                command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err
+            )
+        if proc.returncode != 0:
+            raise SystemExit(f"run failed ({job}); see {log}")
+
+    def run_in_process(self, job: Dict[str, Any]) -> None:
+        """A --quick job in this process (one start-up of RecBole and torch instead of one
+        per run), in the folder where RecBole writes its log/ and saved/."""
+        here = os.getcwd()
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(self.results_dir)
+        try:
+            self.run_job(job)
+        except Exception as err:
+            raise SystemExit(f"run failed ({job}): {err!r}") from err
+        finally:
+            os.chdir(here)
+
+    # ------------------------------------------------------------------------ report lines
+    def notes(self, jobs: List[Dict[str, Any]]) -> str:
+        """The section's pending and stale lines (empty when all are done and fresh)."""
+        return self.pending_line(jobs) + self.stale_line(jobs)
+
+    def pending_line(self, jobs: List[Dict[str, Any]]) -> str:
+        missing = [j for j in jobs if not self.cached(j)]
+        if not missing:
+            return ""
+        names = sorted(
+            {f"{j['name']} ({j.get('seed', j.get('items', ''))})" for j in missing}
+        )
+        return (
+            f"\n**Pending: {len(missing)} of {len(jobs)} runs not done yet** "
+            f"({', '.join(names)}); `python -m benchmarks.suite` runs them.\n"
+        )
+
+    def stale_line(self, jobs: List[Dict[str, Any]]) -> str:
+        stale = [j for j in jobs if self.stale(j)]
+        if not stale:
+            return ""
+        unknown = sum(
+            "code_hash" not in json.loads(self.versions(j)[0].read_text())
+            for j in stale
+        )
+        counts: Dict[str, int] = {}
+        for job in stale:
+            counts[job["name"]] = counts.get(job["name"], 0) + 1
+        names = ", ".join(f"{n} x{c}" for n, c in sorted(counts.items()))
+        return (
+            f"\n**Stale: {len(stale)} of {len(jobs)} results come from older code** "
+            f"({unknown} of them of unknown code version, written before code hashes "
+            f"were recorded): {names}. Marked{STALE_MARK} in the table; "
+            "`python -m benchmarks.suite --refresh-stale` recomputes them.\n"
+        )

@@ -1,0 +1,61 @@
+"""The report's sections: each module here declares one ``SECTION = Section(...)``.
+
+Adding a section: write ``benchmarks/sections/<name>.py`` with its jobs, worker and render
+functions and a ``SECTION`` entry (plus its settings in the experiment yaml, or a
+``spec_file`` of its own). The registry finds it; ``--sections`` offers it; its place in
+``RESULTS.md`` is its ``order``. Put the report code after a line
+``# ---- report`` (any number of dashes): the module above that line is part of the
+hash of the code its results depend on (benchmarks/runner.py), the report code is not.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from ..runner import Runner, worker_code_hash
+
+Job = Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of the report.
+
+    - ``jobs(runner, needed)``: the section's jobs, run (``runner.execute``) as they are
+      listed, so that later jobs can depend on earlier results; ``needed`` maps each name
+      in ``needs`` to that section's jobs. Returns whatever ``render`` takes.
+    - ``render(runner, jobs, figures)``: the section's markdown (figures go in
+      ``figures``); reads results with ``runner.read``.
+    - ``worker(runner, job)``: runs one job, returns its result (a JSON-able dict);
+      None for a section made from other sections' results.
+    - ``quick(spec)``: trims the spec for ``--quick``.
+    - ``spec_file``: a yaml loaded as ``spec[name]``.
+    """
+
+    name: str
+    order: int
+    jobs: Callable[[Runner, Mapping[str, Any]], Any]
+    render: Callable[[Runner, Any, Path], str]
+    worker: Optional[Callable[[Runner, Job], Dict[str, Any]]] = None
+    needs: Tuple[str, ...] = ()
+    quick: Optional[Callable[[Dict[str, Any]], None]] = None
+    spec_file: Optional[Path] = None
+
+    def code_hash(self) -> Optional[str]:
+        """The hash of the code this section's runs depend on (see runner)."""
+        return None if self.worker is None else worker_code_hash(self.worker)
+
+
+def registry() -> Dict[str, Section]:
+    """Every section declared in this package, in report order."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        section = getattr(module, "SECTION", None)
+        if isinstance(section, Section):
+            found.append(section)
+    return {s.name: s for s in sorted(found, key=lambda s: s.order)}
