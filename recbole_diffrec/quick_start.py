@@ -47,46 +47,55 @@ def run(
     saved = bool(config["saved"]) if saved is None else saved
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    logger = getLogger()
-    logger.info(config)
-
-    ensure_release_converted(config)
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
+    getLogger().info(config)
+    _, train_data, valid_data, test_data = load_splits(config)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_class = config.model_class
     model = build_model(config, train_data.dataset)
-    logger.info(model)
-    n_params = sum(p.numel() for p in model.parameters())
-    trainer = (trainer_class or get_trainer(model_class))(config, model)
+    getLogger().info(model)
+    trainer = (trainer_class or get_trainer(config.model_class))(config, model)
+    result = fit_and_test(trainer, train_data, valid_data, test_data, saved)
+    return {
+        "model": config["model"],
+        "model_class": f"{config.model_class.__module__}.{config.model_class.__name__}",
+        "dataset": config["dataset"],
+        "valid_score_bigger": config["valid_metric_bigger"],
+        **result,
+        "model_file": trainer.saved_model_file if saved else None,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
 
+
+def load_splits(config):
+    """``(dataset, train_data, valid_data, test_data)``; a DiffRec release folder named
+    by ``release_path`` is converted to atomic files first."""
+    ensure_release_converted(config)
+    data = create_dataset(config)
+    getLogger().info(data)
+    return (data, *data_preparation(config, data))
+
+
+def fit_and_test(trainer, train_data, valid_data, test_data, saved: bool):
+    """Train with validation, then score the test set (with the best checkpoint when
+    ``saved``); results and timings."""
+    show = trainer.config["show_progress"]
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=show
     )
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
-    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=show)
     test_seconds = time.perf_counter() - start
-
+    logger = getLogger()
     logger.info(
         set_color("best valid ", "yellow") + f": {dict(best_valid_result or {})}"
     )
     logger.info(set_color("test result", "yellow") + f": {dict(test_result or {})}")
     return {
-        "model": config["model"],
-        "model_class": f"{model_class.__module__}.{model_class.__name__}",
-        "dataset": config["dataset"],
         "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result or {}),
-        "model_file": trainer.saved_model_file if saved else None,
-        "parameters": n_params,
         "fit_seconds": fit_seconds,
         "test_seconds": test_seconds,
     }
@@ -116,9 +125,7 @@ def load_model(model_file: str, trusted: bool = False):
 
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    ensure_release_converted(config)
-    data = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, data)
+    data, train_data, valid_data, test_data = load_splits(config)
     clusters = checkpoint["state_dict"].get("item_clusters")
     model = build_model(
         config,
