@@ -4,9 +4,9 @@ Each model trains in its own subprocess (so peak memory is its own) with the off
 ml-1m_clean settings and the paper protocol (properties/dataset/ml-1m_clean.yaml), one
 after the other on the same machine. Writes benchmarks/diffrec_ml1m.md.
 
-    python benchmarks/bench_diffrec_ml1m.py            # all runs
-    python benchmarks/bench_diffrec_ml1m.py --only plugin L-plugin-release-emb
-    python benchmarks/bench_diffrec_ml1m.py --force    # ignore cached results
+    python -m benchmarks.bench_diffrec_ml1m            # all runs
+    python -m benchmarks.bench_diffrec_ml1m --only plugin L-plugin-release-emb
+    python -m benchmarks.bench_diffrec_ml1m --force    # ignore cached results
 
 RecBole's own LDiffRec imports kmeans_pytorch without declaring it:
 `pip install kmeans-pytorch==0.3` before running the L-recbole run.
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shlex
 import shutil
 import subprocess
@@ -26,7 +25,16 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+if __name__ == "__main__" and not __package__:
+    raise SystemExit(
+        "run it as a module from the repository root: "
+        "python -m benchmarks.bench_diffrec_ml1m"
+    )
+
+from .runner import ROOT  # noqa: E402
+from .training import peak_rss_mb, timed_trainer  # noqa: E402
+
+WORK = ROOT / "benchmarks" / "out"  # results cached as diffrec_ml1m_<run>.json
 DATASET_YAML = ROOT / "properties" / "dataset" / "ml-1m_clean.yaml"
 
 # The official DiffRec ml-1m_clean settings (YiyanXu/DiffRec run.sh), as named by the issue.
@@ -153,9 +161,7 @@ RUNS = {
 
 def worker(name: str, out: Path) -> None:
     """Train and test one model; write its measurements as JSON."""
-    sys.path.insert(0, str(ROOT))
     from recbole_diffrec import run
-    from suite import timed_trainer  # benchmarks/ is on sys.path when run as a script
 
     model, settings, _ = RUNS[name]
     TimedTrainer, epoch_seconds, eval_seconds = timed_trainer(model)
@@ -186,8 +192,7 @@ def worker(name: str, out: Path) -> None:
                 "test_eval_seconds": test_seconds,
                 "test_users": test_users,
                 "time_to_result": total,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                / 1024,
+                "peak_rss_mb": peak_rss_mb(),
             }
         )
     )
@@ -238,52 +243,35 @@ def ratios(rows) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
-    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), default=list(RUNS))
-    parser.add_argument("--force", action="store_true", help="re-run cached results")
-    parser.add_argument(
-        "--report", default=str(ROOT / "benchmarks" / "diffrec_ml1m.md")
-    )
-    args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, Path(args.out))
-        return
-
-    work = ROOT / "benchmarks" / "out"
-    work.mkdir(parents=True, exist_ok=True)
-    if any(RUNS[n][0] == "recbole.LDiffRec" for n in args.only):
+def train_each(names, force: bool) -> None:
+    """Each run in its own process (so its peak memory is its own), unless cached."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    if any(RUNS[n][0] == "recbole.LDiffRec" for n in names):
         # RecBole's LDiffRec loads <data_path>/<dataset>/item_emb.npy by row position.
         target = ROOT / "dataset" / "ml-1m_clean" / "item_emb.npy"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(RELEASE_EMB, target)
-    for name in args.only:
-        out = work / f"diffrec_ml1m_{name}.json"
-        if out.is_file() and not args.force:
+    for name in names:
+        out = WORK / f"diffrec_ml1m_{name}.json"
+        if out.is_file() and not force:
             print(f"[{name}] cached: {out}", flush=True)
             continue
         print(f"[{name}] training ...", flush=True)
-        subprocess.run(
-            [sys.executable, __file__, "--worker", name, "--out", str(out)],
-            cwd=ROOT,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=open(work / f"diffrec_ml1m_{name}.log", "w"),
-        )
+        with open(WORK / f"diffrec_ml1m_{name}.log", "w") as log:
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.bench_diffrec_ml1m"]
+                + ["--worker", name, "--out", str(out)],
+                cwd=ROOT,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         print(table([json.loads(out.read_text())]), flush=True)
 
-    rows = [
-        json.loads((work / f"diffrec_ml1m_{n}.json").read_text())
-        for n in RUNS
-        if (work / f"diffrec_ml1m_{n}.json").is_file()
-    ]
-    command = "python " + " ".join(
-        shlex.quote(a) for a in [str(Path(__file__).relative_to(ROOT)), *sys.argv[1:]]
-    )
+
+def report(rows, command: str) -> str:
     notes = "\n".join(f"- **{r['name']}**: {RUNS[r['name']][2]}" for r in rows)
-    report = (
+    return (
         "# DiffRec family on ml-1m_clean: plugin vs RecBole built-in\n\n"
         f"Made by `{command}` on {platform.node()} ({platform.machine()}, "
         f"{os.cpu_count()} cores): every run in its own process, one after the other on "
@@ -305,7 +293,34 @@ def main() -> None:
         + notes
         + "\n"
     )
-    Path(args.report).write_text(report)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_diffrec_ml1m",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", choices=sorted(RUNS), default=list(RUNS))
+    parser.add_argument("--force", action="store_true", help="re-run cached results")
+    parser.add_argument(
+        "--report", default=str(ROOT / "benchmarks" / "diffrec_ml1m.md")
+    )
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, Path(args.out))
+        return
+    train_each(args.only, args.force)
+    rows = [
+        json.loads((WORK / f"diffrec_ml1m_{n}.json").read_text())
+        for n in RUNS
+        if (WORK / f"diffrec_ml1m_{n}.json").is_file()
+    ]
+    command = shlex.join(
+        ["python", "-m", "benchmarks.bench_diffrec_ml1m", *sys.argv[1:]]
+    )
+    Path(args.report).write_text(report(rows, command))
     print(f"wrote {args.report}")
 
 

@@ -3,7 +3,7 @@
 The reference code is not part of this project; clone it and pass its ``src`` folder:
 
     git clone https://github.com/WHUIR/DiffuRec ../DiffuRec
-    python benchmarks/bench_diffurec_reference.py --reference ../DiffuRec/src
+    python -m benchmarks.bench_diffurec_reference --reference ../DiffuRec/src
 
 1. Same function: the reference model is built with its own defaults (main.py) and given
    this plugin's weights; in eval mode, with the same uncertainty draws, both approximators
@@ -22,20 +22,22 @@ Writes benchmarks/diffurec_reference.md.
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Callable, Dict, List
 
-import torch
+if __name__ == "__main__" and not __package__:
+    raise SystemExit(
+        "run it as a module from the repository root: "
+        "python -m benchmarks.bench_diffurec_reference --reference <clone>/src"
+    )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
+import torch  # noqa: E402
 from recbole.data import create_dataset  # noqa: E402
 from recbole.utils import init_seed  # noqa: E402
 
@@ -43,6 +45,10 @@ from recbole_diffrec.config import Config  # noqa: E402
 from recbole_diffrec.convert import ensure_release_converted  # noqa: E402
 from recbole_diffrec.data import data_preparation  # noqa: E402
 
+from .runner import ROOT  # noqa: E402
+
+# The reference's own modules, in import order: each imports the earlier ones by bare name.
+REFERENCE_MODULES = ("step_sample", "diffurec", "model")
 DATASETS = {
     "amazon-beauty": ROOT / "properties" / "dataset" / "amazon-beauty.yaml",
     "amazon-toys": ROOT / "properties" / "dataset" / "amazon-toys.yaml",
@@ -147,34 +153,26 @@ def timed(step: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--reference", required=True, help="the src/ folder of a WHUIR/DiffuRec clone"
-    )
-    parser.add_argument("--dataset", default="amazon-beauty", choices=sorted(DATASETS))
-    parser.add_argument(
-        "--batches", type=int, default=10, help="training batches timed"
-    )
-    parser.add_argument("--rounds", type=int, default=2, help="alternations per timing")
-    parser.add_argument(
-        "--users", type=int, default=512, help="users in the timed inference batch"
-    )
-    parser.add_argument(
-        "--out", default=str(ROOT / "benchmarks" / "diffurec_reference.md")
-    )
-    args = parser.parse_args()
-    sys.argv = sys.argv[:1]  # RecBole's Config reads the command line too
+def load_reference(source: Path) -> ModuleType:
+    """The reference's ``model`` module. Its modules import each other as top-level names,
+    so each is loaded from ``source`` and registered under its bare name first."""
+    for name in REFERENCE_MODULES:
+        path = source / f"{name}.py"
+        if not path.is_file():
+            raise SystemExit(
+                f"--reference: {source} has no {name}.py; allowed: the src/ folder of a "
+                "clone of https://github.com/WHUIR/DiffuRec"
+            )
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules["model"]
 
-    source = Path(args.reference).resolve()
-    if not (source / "diffurec.py").is_file() or not (source / "model.py").is_file():
-        raise SystemExit(
-            f"--reference: {source} has no diffurec.py and model.py; "
-            "allowed: the src/ folder of a clone of https://github.com/WHUIR/DiffuRec"
-        )
-    sys.path.insert(0, str(source))
-    reference_model = importlib.import_module("model")
 
+def build_pair(args, reference_model: ModuleType):
+    """The plugin model on the dataset, the reference model with its weights, the
+    training batches and the plugin's config."""
     config = Config(
         "DiffuRec",
         args.dataset,
@@ -190,25 +188,30 @@ def main() -> None:
         reference_model.create_model_diffu(settings), settings
     )
     copy_plugin_weights(reference, plugin)
-
     batches = []
     for batch in train:
         batches.append(batch)
         if len(batches) > args.batches:
             break
-    fidelity = x0_difference(reference, plugin, batches[0])
+    return config, plugin, reference, batches, next(iter(test))[0]
 
-    def train_steps(model, loss) -> Callable[[], None]:
-        optimizer = torch.optim.Adam(model.parameters(), lr=config["learning_rate"])
 
-        def run() -> None:
-            model.train()
-            for batch in batches[1:]:
-                optimizer.zero_grad()
-                loss(batch).backward()
-                optimizer.step()
+def training_steps(model, loss, batches, learning_rate: float) -> Callable[[], None]:
+    """Forward, backward and Adam on every batch but the first (kept for fidelity)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
 
-        return run
+    def run() -> None:
+        model.train()
+        for batch in batches[1:]:
+            optimizer.zero_grad()
+            loss(batch).backward()
+            optimizer.step()
+
+    return run
+
+
+def tasks(config, plugin, reference, batches, users) -> Dict[str, Dict[str, Callable]]:
+    """The timed steps of both models: training batches and the full reverse chain."""
 
     def reference_loss(batch):
         index = left_padded(batch[plugin.ITEM_SEQ], batch[plugin.ITEM_SEQ_LEN])
@@ -218,7 +221,6 @@ def main() -> None:
         )
         return reference.loss_diffu_ce(rep, target)
 
-    users = next(iter(test))[0]
     ref_users = users[plugin.ITEM_SEQ].gather(
         1, left_padded(users[plugin.ITEM_SEQ], users[plugin.ITEM_SEQ_LEN])
     )
@@ -236,38 +238,39 @@ def main() -> None:
         )
         reference.diffu_rep_pre(rep)
 
-    runs = {
+    rate = config["learning_rate"]
+    return {
         "training": {
-            "plugin": train_steps(plugin, plugin.calculate_loss),
-            "reference": train_steps(reference, reference_loss),
+            "plugin": training_steps(plugin, plugin.calculate_loss, batches, rate),
+            "reference": training_steps(reference, reference_loss, batches, rate),
         },
         "inference": {"plugin": plugin_inference, "reference": reference_inference},
     }
-    seconds: Dict[str, Dict[str, List[float]]] = {
-        task: {"plugin": [], "reference": []} for task in runs
-    }
-    for task, pair in runs.items():
-        for _ in range(args.rounds):
-            for who in ("reference", "plugin"):
-                seconds[task][who].append(timed(pair[who]))
-    per_unit = {
-        "training": len(batches) - 1,
-        "inference": 1,
-    }
-    rows = []
-    for task, by_model in seconds.items():
-        ref = statistics.median(by_model["reference"]) / per_unit[task]
-        ours = statistics.median(by_model["plugin"]) / per_unit[task]
-        rows.append((task, ref, ours, ref / ours))
 
+
+def median_seconds(runs: Dict[str, Dict[str, Callable]], rounds: int, per_unit) -> List:
+    """Rows ``(task, reference s, plugin s, speed-up)``, alternating the two models."""
+    rows = []
+    for task, pair in runs.items():
+        seconds: Dict[str, List[float]] = {"plugin": [], "reference": []}
+        for _ in range(rounds):
+            for who in ("reference", "plugin"):
+                seconds[who].append(timed(pair[who]))
+        ref = statistics.median(seconds["reference"]) / per_unit[task]
+        ours = statistics.median(seconds["plugin"]) / per_unit[task]
+        rows.append((task, ref, ours, ref / ours))
+    return rows
+
+
+def report(args, config, fidelity, rows, users: int) -> str:
     unit = {
         "training": f"s per batch of {config['train_batch_size']} (forward, backward, Adam)",
-        "inference": f"s per {len(ref_users)} users ({config['steps']} reverse steps)",
+        "inference": f"s per {users} users ({config['steps']} reverse steps)",
     }
     lines = [
         "# DiffuRec: plugin vs reference code",
         "",
-        f"`python benchmarks/bench_diffurec_reference.py --reference {args.reference}"
+        f"`python -m benchmarks.bench_diffurec_reference --reference {args.reference}"
         f" --dataset {args.dataset}`, {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}; both models in "
         f"one process, timings alternate ({args.rounds} rounds, median).",
@@ -283,9 +286,40 @@ def main() -> None:
         lines.append(
             f"| {task} | {unit[task]} | {ref:.2f} | {ours:.2f} | {ratio:.2f}x |"
         )
-    report = "\n".join(lines) + "\n"
-    Path(args.out).write_text(report)
-    print(report)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_diffurec_reference",
+        description=__doc__.split("\n\n")[0],
+    )
+    parser.add_argument(
+        "--reference", required=True, help="the src/ folder of a WHUIR/DiffuRec clone"
+    )
+    parser.add_argument("--dataset", default="amazon-beauty", choices=sorted(DATASETS))
+    parser.add_argument(
+        "--batches", type=int, default=10, help="training batches timed"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="alternations per timing")
+    parser.add_argument(
+        "--users", type=int, default=512, help="users in the timed inference batch"
+    )
+    parser.add_argument(
+        "--out", default=str(ROOT / "benchmarks" / "diffurec_reference.md")
+    )
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # RecBole's Config reads the command line too
+
+    reference_model = load_reference(Path(args.reference).resolve())
+    config, plugin, reference, batches, users = build_pair(args, reference_model)
+    fidelity = x0_difference(reference, plugin, batches[0])
+    runs = tasks(config, plugin, reference, batches, users)
+    per_unit = {"training": len(batches) - 1, "inference": 1}
+    rows = median_seconds(runs, args.rounds, per_unit)
+    text = report(args, config, fidelity, rows, len(users))
+    Path(args.out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

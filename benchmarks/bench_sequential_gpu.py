@@ -1,8 +1,8 @@
 """Sequential recommenders trained with validation-based selection on a GPU, side by side.
 
-    python benchmarks/bench_sequential_gpu.py --dataset amazon-beauty --minutes 7 \\
+    python -m benchmarks.bench_sequential_gpu --dataset amazon-beauty --minutes 7 \\
         --models DiffuRec SASRec --out benchmarks/results/sequential-gpu
-    python benchmarks/bench_sequential_gpu.py --report benchmarks/results/sequential-gpu
+    python -m benchmarks.bench_sequential_gpu --report benchmarks/results/sequential-gpu
 
 The protocol and each model's settings are the suite's sequential section
 (properties/experiment/sequential_suite.yaml: leave-one-out, every prefix of a training
@@ -14,14 +14,14 @@ valid NDCG@10 (RecBole's rule), at the epoch limit, or when the wall-clock budge
 once on test. The runs share one machine and start together, so their budgets are the same
 wall-clock window. Each run first trains and evaluates a tiny generated dataset on the same
 device, so a device problem ends the whole job within seconds instead of at the first
-validation. One JSON per run; ``--report`` turns them into benchmarks/sequential_gpu.md.
+validation. One JSON per run; ``--report`` turns them into benchmarks/sequential_gpu.md
+(benchmarks/sequential_gpu_report.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shlex
 import shutil
@@ -30,24 +30,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
-import numpy as np
-import yaml
+if __name__ == "__main__" and not __package__:
+    raise SystemExit(
+        "run it as a module from the repository root: "
+        "python -m benchmarks.bench_sequential_gpu"
+    )
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+import numpy as np  # noqa: E402
+import yaml  # noqa: E402
 
-from suite import (  # noqa: E402
+from .runner import ROOT, write_atomically  # noqa: E402
+from .sections.sequential import SPEC_FILE  # noqa: E402
+from .sequential_gpu_report import REPORT, best_validation, report  # noqa: E402
+from .training import (  # noqa: E402
     QUICK_SEQUENTIAL_OVERRIDES,
-    SEQUENTIAL_METRICS,
-    SEQUENTIAL_SPEC,
     budget_trainer,
     quick_sequences,
 )
 
-REPORT = ROOT / "benchmarks" / "sequential_gpu.md"
+WORKER_OPTIONS = ("--worker", "--deadline", "--job-dir")  # each takes one value
 
 
 def smoke_marker(job_dir: str, model: str) -> Path:
@@ -70,35 +73,10 @@ def settings_for(spec: Dict[str, Any], model: str, args) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- one run
-def best_validation(validations: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
-    """The validation whose checkpoint RecBole kept: it takes a score equal to the best so
-    far as the new best (its ``>=``), so the last of equal maxima."""
-    if not validations:
-        return None
-    return max(reversed(validations), key=lambda v: v["ndcg@10"])
-
-
-def train_and_test(
-    model: str,
-    dataset: str,
-    config_files: List[str],
-    settings: Dict[str, Any],
-    deadline: float,
-) -> Dict[str, Any]:
-    """Train ``model`` until early stopping, the epoch limit or the wall-clock ``deadline``
-    (``time.time()``), then score the best validation checkpoint on test."""
-    import torch
-
-    from recbole_diffrec import run
-
-    record: Dict[str, Any] = {
-        "batches": 0,
-        "batches_per_epoch": 0,
-        "train_seconds": 0.0,
-        "valid_seconds": 0.0,
-        "epochs_done": 0,
-        "validations": [],
-    }
+def recording_trainer(model: str, deadline: float, record: Dict[str, Any]) -> type:
+    """The model's trainer on a wall-clock ``deadline`` (``time.time()``), recording
+    training and validation seconds, epochs and every validation in ``record``."""
+    started = time.time()
 
     class BudgetTrainer(budget_trainer(model, lambda: time.time() > deadline, record)):
         def _train_epoch(self, train_data, *a, **kw):
@@ -134,6 +112,24 @@ def train_and_test(
                 self._save_checkpoint(record["epochs_done"], verbose=False)
             return best
 
+    return BudgetTrainer
+
+
+def train_and_test(
+    model: str,
+    dataset: str,
+    config_files: List[str],
+    settings: Dict[str, Any],
+    deadline: float,
+) -> Dict[str, Any]:
+    """Train ``model`` until early stopping, the epoch limit or the wall-clock ``deadline``
+    (``time.time()``), then score the best validation checkpoint on test."""
+    import torch
+
+    from recbole_diffrec import run
+
+    record: Dict[str, Any] = {"batches": 0, "batches_per_epoch": 0, "epochs_done": 0}
+    record.update(train_seconds=0.0, valid_seconds=0.0, validations=[])
     started = time.time()
     result = run(
         model,
@@ -141,12 +137,12 @@ def train_and_test(
         config_file_list=config_files,
         config_dict=settings,
         saved=True,
-        trainer_class=BudgetTrainer,
+        trainer_class=recording_trainer(model, deadline, record),
     )
-    batches, per_epoch = record["batches"], max(record["batches_per_epoch"], 1)
+    epochs = record["batches"] / max(record["batches_per_epoch"], 1)
     valids = record["validations"]
     best = best_validation(valids)
-    cuda = torch.cuda.is_available()
+    budget_spent = record.get("budget_spent")
     return {
         "model": model,
         "dataset": dataset,
@@ -154,25 +150,21 @@ def train_and_test(
         "best_valid": result["best_valid_result"],
         "best_epoch": best["epoch"] if best else None,
         "validations": valids,
-        "epochs": batches / per_epoch,
+        "epochs": epochs,
         "stopped_by": (
-            "wall-clock budget"
-            if record.get("budget_spent")
-            else "early stopping or epoch limit"
+            "wall-clock budget" if budget_spent else "early stopping or epoch limit"
         ),
-        "train_seconds_per_epoch": record["train_seconds"]
-        / max(batches / per_epoch, 1e-9),
+        "train_seconds_per_epoch": record["train_seconds"] / max(epochs, 1e-9),
         "valid_seconds_each": record["valid_seconds"] / max(len(valids), 1),
         "test_eval_seconds": result["test_seconds"],
         "wall_seconds": time.time() - started,
         "parameters": result["parameters"],
         "peak_gpu_memory_gb": (
-            (torch.cuda.max_memory_allocated() / 2**30) if cuda else 0
+            torch.cuda.max_memory_allocated() / 2**30
+            if torch.cuda.is_available()
+            else 0
         ),
     }
-
-
-WORKER_OPTIONS = ("--worker", "--deadline", "--job-dir")  # each takes one value
 
 
 def job_command(cli: List[str]) -> str:
@@ -182,20 +174,11 @@ def job_command(cli: List[str]) -> str:
         for i, arg in enumerate(cli)
         if arg not in WORKER_OPTIONS and (i == 0 or cli[i - 1] not in WORKER_OPTIONS)
     ]
-    return shlex.join(["python", "benchmarks/bench_sequential_gpu.py", *kept])
+    return shlex.join(["python", "-m", "benchmarks.bench_sequential_gpu", *kept])
 
 
-def worker(args) -> None:
-    import pandas
-    import recbole
-    import torch
-
-    spec = yaml.safe_load(SEQUENTIAL_SPEC.read_text())
-    model = args.worker
-    settings = settings_for(spec, model, args)
-    out = Path(args.out)
-
-    # A tiny generated dataset first, on the same device, through the same code.
+def smoke_run(model: str, settings: Dict[str, Any]) -> None:
+    """A tiny generated dataset first, on the same device, through the same code."""
     with tempfile.TemporaryDirectory() as tmp:
         smoke = {
             **settings,
@@ -212,6 +195,37 @@ def worker(args) -> None:
             smoke,
             deadline=float("inf"),
         )
+
+
+def provenance(args) -> Dict[str, Any]:
+    import pandas
+    import recbole
+    import torch
+
+    return {
+        "budget_minutes": args.minutes,
+        "ran_with": args.models,
+        "command": job_command(args.cli),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "pandas": pandas.__version__,
+            "recbole": recbole.__version__,
+        },
+        "commit": args.commit,
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+    }
+
+
+def worker(args) -> None:
+    spec = yaml.safe_load(SPEC_FILE.read_text())
+    model = args.worker
+    settings = settings_for(spec, model, args)
+    smoke_run(model, settings)
     smoke_marker(args.job_dir, model).touch()
     print(f"[{model}] smoke run passed", flush=True)
 
@@ -223,67 +237,40 @@ def worker(args) -> None:
         settings,
         deadline=args.deadline,
     )
-    result.update(
-        settings=settings,
-        budget_minutes=args.minutes,
-        ran_with=args.models,
-        command=job_command(args.cli),
-        device=(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"),
-        versions={
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "pandas": pandas.__version__,
-            "recbole": recbole.__version__,
-        },
-        commit=args.commit,
-        measured_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
-    )
+    result.update(settings=settings, **provenance(args))
     stamp = result["measured_at"][:16].replace("-", "").replace(":", "")
-    path = out / f"{args.dataset}-{model}-{stamp}.json"  # reruns never overwrite
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(result, indent=1, default=str))
-    os.replace(partial, path)
+    path = Path(args.out) / f"{args.dataset}-{model}-{stamp}.json"  # never overwrites
+    write_atomically(path, result, default=str)
 
 
 # ---------------------------------------------------------------------------- orchestration
-def launch(args) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    logs = Path(tempfile.mkdtemp(prefix="seq-gpu-job-"))  # logs and smoke markers
-    deadline = time.time() + args.minutes * 60
+def start_workers(args, logs: Path, deadline: float) -> Dict[str, tuple]:
+    """One worker process per model, started together; model -> (process, log file)."""
     threads = max(1, (os.cpu_count() or 2) // len(args.models))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     procs = {}
     for model in args.models:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--worker",
-            model,
-            "--deadline",
-            str(deadline),
-            "--job-dir",
-            str(logs),
-            *args.cli,
-        ]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        cmd = [sys.executable, "-m", "benchmarks.bench_sequential_gpu"]
+        cmd += ["--worker", model, "--deadline", str(deadline), "--job-dir", str(logs)]
         log = open(logs / f"{model}.log", "w")
-        procs[model] = (
-            subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-            ),
-            log,
+        proc = subprocess.Popen(
+            cmd + args.cli, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
         )
+        procs[model] = (proc, log)
+    return procs
 
-    def collect_logs() -> None:
-        # One combined log under --out (few files come back from a device run).
-        with open(out / "logs.txt", "w") as combined:
-            for model in args.models:
-                combined.write(f"===== {model}\n")
-                combined.write((logs / f"{model}.log").read_text(errors="replace"))
 
+def collect_logs(models: List[str], logs: Path, out: Path) -> None:
+    """One combined log under --out (few files come back from a device run)."""
+    with open(out / "logs.txt", "w") as combined:
+        for model in models:
+            combined.write(f"===== {model}\n")
+            combined.write((logs / f"{model}.log").read_text(errors="replace"))
+
+
+def watch(procs: Dict[str, tuple], logs: Path, out: Path) -> None:
+    """Wait for the workers; one whose tiny-data run failed (a device problem) stops them
+    all now rather than at the deadline."""
     last_collect = time.time()
     while any(p.poll() is None for p, _ in procs.values()):
         time.sleep(2)
@@ -293,16 +280,24 @@ def launch(args) -> int:
             if proc.poll() not in (None, 0)
             and not smoke_marker(str(logs), model).exists()
         ]
-        if broken:  # a device problem: stop now rather than at the deadline
+        if broken:
             print(f"{broken[0]}: the tiny-data run failed; stopping every run")
             for other, _ in procs.values():
                 other.kill()
             for other, _ in procs.values():
                 other.wait()
         if time.time() - last_collect > 30:
-            collect_logs()
+            collect_logs(list(procs), logs, out)
             last_collect = time.time()
-    collect_logs()
+    collect_logs(list(procs), logs, out)
+
+
+def launch(args) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="seq-gpu-job-"))  # logs and smoke markers
+    procs = start_workers(args, logs, time.time() + args.minutes * 60)
+    watch(procs, logs, out)
     for model, (proc, log) in procs.items():
         log.close()
         if proc.returncode != 0:
@@ -313,112 +308,11 @@ def launch(args) -> int:
     return 1 if any(p.returncode for p, _ in procs.values()) else 0
 
 
-# ---------------------------------------------------------------------------- report
-def stop_label(run: Dict[str, Any]) -> str:
-    if run["stopped_by"] != "wall-clock budget":
-        return run["stopped_by"]
-    best, last = best_validation(run["validations"]), run["validations"][-1]
-    if best is last:
-        return "budget; still improving"
-    return f"budget; best {last['epoch'] - best['epoch']} epochs before the last validation"
-
-
-def report(results: Path, figure: Optional[Path] = None) -> str:
-    """Markdown: one row per run (JSON in ``results``), provenance, and (with ``figure``)
-    a plot of every run's validation NDCG@10 by epoch."""
-    runs = [json.loads(p.read_text()) for p in sorted(results.glob("*.json"))]
-    if not runs:
-        return "no results"
-    # one row group per job (the runs that shared the device), jobs in time order
-    started = {}
-    for r in runs:
-        job = r.get("command", r["measured_at"])
-        started[job] = min(started.get(job, r["measured_at"]), r["measured_at"])
-    runs.sort(
-        key=lambda r: (
-            r["dataset"],
-            started[r.get("command", r["measured_at"])],
-            r["model"],
-        )
-    )
-    lines = [
-        "| dataset | model | ran with | "
-        + " | ".join(f"test {m}" for m in SEQUENTIAL_METRICS)
-        + " | best valid NDCG@10 (epoch) | epochs trained | stopped by "
-        "| s / epoch | s / validation | s / test eval | params | measured (UTC) |",
-        "|---|---|---|" + "---|" * (len(SEQUENTIAL_METRICS) + 8),
-    ]
-    for r in runs:
-        others = [m for m in r.get("ran_with", [r["model"]]) if m != r["model"]]
-        lines.append(
-            f"| {r['dataset']} | {r['model']} | {', '.join(others) or 'alone'} | "
-            + " | ".join(f"{r['test'][m]:.4f}" for m in SEQUENTIAL_METRICS)
-            + f" | {r['best_valid'].get('ndcg@10', float('nan')):.4f} ({r['best_epoch']}) "
-            f"| {r['epochs']:.1f} | {stop_label(r)} | {r['train_seconds_per_epoch']:.2f} "
-            f"| {r['valid_seconds_each']:.1f} | {r['test_eval_seconds']:.1f} "
-            f"| {r['parameters']:,} | {r['measured_at'][:16].replace('T', ' ')} |"
-        )
-    provenance = sorted(
-        {
-            f"- `{r.get('command', '?')}` on {r['device']}, commit {r['commit']}, "
-            f"{', '.join(f'{k} {v}' for k, v in r['versions'].items())}; "
-            f"wall-clock budget {r['budget_minutes']} minutes"
-            for r in runs
-        }
-    )
-    settings = runs[0]["settings"]
-    shared = {
-        k: settings[k]
-        for k in ("epochs", "eval_step", "stopping_step", "eval_batch_size", "seed")
-    }
-    text = (
-        "# Sequential recommenders on a GPU, with validation-based selection\n\n"
-        "Written by `python benchmarks/bench_sequential_gpu.py --report <results>` from the "
-        "runs below. Protocol as the suite's sequential section: leave-one-out, every "
-        "prefix of a training sequence a training sample, full ranking over all items, "
-        "history not masked (DiffuRec's protocol). Every run validates every "
-        f"{shared['eval_step']} epochs and stops early after {shared['stopping_step']} "
-        "validations without a better valid NDCG@10, at the epoch limit "
-        f"({shared['epochs']}) or when its wall-clock budget is spent; the best validation "
-        "checkpoint is scored once on test. Model settings: each model's defaults with the "
-        "suite's common settings and per-model overrides "
-        "(`properties/experiment/sequential_suite.yaml`), eval batch "
-        f"{shared['eval_batch_size']} sequences, seed {shared['seed']}. 'ran with': the "
-        "runs that shared the device (they contend for it, so compare seconds per epoch "
-        "only between runs of one row group). 'still improving': the best validation was "
-        "the last one, so the run had not converged when its budget ran out. Versions are "
-        "the machine's (on NumPy 2, RecBole 1.2.1 runs through `recbole_diffrec.compat`)."
-        "\n\n" + "\n".join(lines) + "\n\nRuns:\n" + "\n".join(provenance) + "\n"
-    )
-    if figure is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(6.5, 4))
-        for r in runs:
-            others = [m for m in r.get("ran_with", [r["model"]]) if m != r["model"]]
-            ax.plot(
-                [v["epoch"] for v in r["validations"]],
-                [v["ndcg@10"] for v in r["validations"]],
-                marker="o",
-                markersize=3,
-                label=f"{r['dataset']} {r['model']}" + ("" if others else " (alone)"),
-            )
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("valid NDCG@10")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(figure, dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        text += f"\n![validation curves]({os.path.relpath(figure, REPORT.parent)})\n"
-    return text
-
-
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_sequential_gpu",
+        description=__doc__.split("\n\n")[0],
+    )
     parser.add_argument("--dataset", default="amazon-beauty")
     parser.add_argument(
         "--dataset-config",

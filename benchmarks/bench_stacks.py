@@ -2,12 +2,15 @@
 
 Each interpreter (a virtual environment made with the README's install command) trains the
 same run, the plugin's DiffRec with the official ml-1m_clean settings and seed 2020
-(``bench_diffrec_ml1m.py``'s ``plugin`` run, as its own worker process). Rounds alternate
+(``bench_diffrec_ml1m``'s ``plugin`` run, as its own worker process). Rounds alternate
 the order of the stacks, so a machine that slows down or speeds up during the benchmark
 weighs on every stack alike. Writes one JSON per run and ``benchmarks/stacks.md``.
 
-    python benchmarks/bench_stacks.py --python .venv/bin/python .venv-py313/bin/python
-    python benchmarks/bench_stacks.py --python A B --rounds 3 --run plugin
+    python -m benchmarks.bench_stacks --python .venv/bin/python .venv-py313/bin/python
+    python -m benchmarks.bench_stacks --python A B --rounds 3 --run plugin
+
+Every interpreter runs the worker as ``python -m benchmarks.bench_diffrec_ml1m`` from the
+repository root, so each needs only the plugin installed.
 
 The first interpreter is the reference: the report gives every other stack's test NDCG@20
 difference and seconds-per-epoch ratio against it, beside the targets of issue #15
@@ -28,8 +31,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "benchmarks" / "bench_diffrec_ml1m.py"
+if __name__ == "__main__" and not __package__:
+    raise SystemExit(
+        "run it as a module from the repository root: python -m benchmarks.bench_stacks"
+    )
+
+from .runner import ROOT  # noqa: E402
+
+WORKER = "benchmarks.bench_diffrec_ml1m"  # run with -m from the repository root
 REPORT = ROOT / "benchmarks" / "stacks.md"
 NDCG_TOLERANCE = 0.002
 RATIO_LIMIT = 1.05
@@ -56,7 +65,7 @@ def label(versions: Dict[str, str]) -> str:
 def run_one(python: str, run: str, out: Path, log: Path) -> Dict[str, Any]:
     with open(log, "w") as err:
         subprocess.run(
-            [python, str(WORKER), "--worker", run, "--out", str(out)],
+            [python, "-m", WORKER, "--worker", run, "--out", str(out)],
             cwd=ROOT,
             check=True,
             stdout=subprocess.DEVNULL,
@@ -140,12 +149,14 @@ def report(runs, rows, command: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_stacks", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--python", nargs="+", required=True, help="interpreters, reference first"
     )
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--run", default="plugin", help="a bench_diffrec_ml1m.py run")
+    parser.add_argument("--run", default="plugin", help="a bench_diffrec_ml1m run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "stacks"))
     parser.add_argument("--report", default=str(REPORT))
     args = parser.parse_args(argv)
@@ -181,8 +192,8 @@ def main(argv=None) -> int:
             runs.append(result)
 
     rows = summarize(runs, args.python)
-    command = "python " + shlex.join(
-        [str(Path(__file__).relative_to(ROOT)), *(argv or sys.argv[1:])]
+    command = shlex.join(
+        ["python", "-m", "benchmarks.bench_stacks", *(argv or sys.argv[1:])]
     )
     text = report(runs, rows, command)
     Path(args.report).write_text(text)

@@ -64,7 +64,7 @@ def package_files() -> List[Path]:
 def code_hash(files: Iterable[Path], texts: Iterable[str] = ()) -> str:
     digest = hashlib.sha1()
     for path in files:
-        digest.update(str(path.relative_to(ROOT)).encode() + b"\0")
+        digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     for text in texts:
         digest.update(text.encode() + b"\0")
@@ -122,10 +122,12 @@ def claim(path: Path) -> Optional[Path]:
     return None
 
 
-def write_atomically(path: Path, data: Dict[str, Any]) -> None:
+def write_atomically(
+    path: Path, data: Dict[str, Any], default: Optional[Callable] = None
+) -> None:
     """A half-written result never counts: write aside, then rename."""
     partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=1))
+    partial.write_text(json.dumps(data, indent=1, default=default))
     os.replace(partial, path)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,15 +78,28 @@ def dataset_name(spec: Dict[str, Any]) -> str:
     return "quick-synth" if spec["quick"] else spec["dataset"]
 
 
+def copy_release_embeddings(spec: Dict[str, Any]) -> None:
+    """RecBole's LDiffRec reads <data_path>/<dataset>/item_emb.npy by row position."""
+    settings = yaml.safe_load((ROOT / spec["dataset_config"]).read_text())
+    source = ROOT / settings["release_path"] / "item_emb.npy"
+    target = ROOT / settings["data_path"] / spec["dataset"] / "item_emb.npy"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source.read_bytes())
+
+
 def run_settings(
     spec: Dict[str, Any], job: Dict[str, Any], results_dir: Path
 ) -> Dict[str, Any]:
     """A ml-1m_clean run's settings: the spec's common ones, the job's, its seed (and the
-    tiny data and short training with --quick)."""
+    tiny data and short training with --quick). Prepares the release embedding file
+    RecBole's LDiffRec needs."""
     settings = {**spec["common"], **job["settings"], "seed": job["seed"]}
     if spec["quick"]:
         settings.update(quick_dataset(results_dir))
         settings.update(QUICK_OVERRIDES)
+    elif job.get("model") == "recbole.LDiffRec":
+        copy_release_embeddings(spec)
     return settings
 
 

@@ -2,7 +2,6 @@
 validation, stops early, writes its result and report; a run that cannot start stops the
 whole job at once."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,16 +12,11 @@ import yaml
 from recbole_diffrec.synthetic import generate_sequences, write_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` does not put the repository root on it
+    sys.path.insert(0, str(ROOT))
 
-
-def load_bench():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "bench_sequential_gpu", ROOT / "benchmarks" / "bench_sequential_gpu.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import bench_sequential_gpu as bench  # noqa: E402
+from benchmarks.sections.sequential import SEQUENTIAL_METRICS  # noqa: E402
 
 
 def tiny_dataset(tmp_path: Path) -> Path:
@@ -38,7 +32,6 @@ def tiny_dataset(tmp_path: Path) -> Path:
 
 
 def test_a_run_is_selected_on_validation_and_reported(tmp_path):
-    bench = load_bench()
     out = tmp_path / "out"
     args = ["--dataset", "tiny-seq", "--dataset-config", str(tiny_dataset(tmp_path))]
     args += ["--models", "GRU4Rec", "--minutes", "2", "--out", str(out)]
@@ -50,7 +43,7 @@ def test_a_run_is_selected_on_validation_and_reported(tmp_path):
     run = json.loads(path.read_text())
     assert run["ran_with"] == ["GRU4Rec"] and "--models GRU4Rec" in run["command"]
     assert run["settings"]["eval_step"] == 1 and run["settings"]["stopping_step"] == 2
-    assert all(0.0 <= run["test"][m] <= 1.0 for m in bench.SEQUENTIAL_METRICS)
+    assert all(0.0 <= run["test"][m] <= 1.0 for m in SEQUENTIAL_METRICS)
     assert run["test"]["hit@10"] >= run["test"]["ndcg@10"] > 0.0
     scores = [v["ndcg@10"] for v in run["validations"]]
     assert [v["epoch"] for v in run["validations"]] == list(range(1, len(scores) + 1))
@@ -65,7 +58,6 @@ def test_a_run_is_selected_on_validation_and_reported(tmp_path):
 
 
 def test_a_run_that_cannot_start_stops_the_whole_job(tmp_path):
-    bench = load_bench()
     out = tmp_path / "out"
     args = ["--dataset", "tiny-seq", "--dataset-config", str(tiny_dataset(tmp_path))]
     args += ["--models", "NoSuchModel", "GRU4Rec", "--minutes", "5", "--out", str(out)]

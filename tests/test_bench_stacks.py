@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` does not put the repository root on it
+    sys.path.insert(0, str(ROOT))
 
-import bench_stacks  # noqa: E402
+from benchmarks import bench_stacks  # noqa: E402
 
 
 def fake_run(python, round_index, ndcg, seconds, numpy="1.26.4"):

@@ -1,22 +1,33 @@
-"""The benchmark suite's --quick pipeline end to end, its result caching, its early-stopping
-selection and its run locks."""
+"""The benchmark suite (the ``benchmarks`` package): the --quick pipeline end to end, the
+result cache and its code versions (stale and legacy results), the section registry, the
+early-stopping selection and the run locks."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `pytest` does not put the repository root on it
+    sys.path.insert(0, str(ROOT))
 
-
-def load_suite():
-    spec = importlib.util.spec_from_file_location(
-        "suite", ROOT / "benchmarks" / "suite.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import report, suite  # noqa: E402
+from benchmarks.runner import (  # noqa: E402
+    STALE_MARK,
+    Options,
+    Runner,
+    cache_key,
+    claim,
+    job_stem,
+    worker_code_hash,
+)
+from benchmarks.sections import Section, registry  # noqa: E402
+from benchmarks.selection import kept_validation  # noqa: E402
+from benchmarks.spec import load_spec  # noqa: E402
 
 
 def point(epoch, valid, test):
@@ -24,7 +35,6 @@ def point(epoch, valid, test):
 
 
 def test_patience_selection_follows_recbole_early_stopping():
-    suite = load_suite()
     curve = [
         point(5, 0.10, 0.01),
         point(10, 0.12, 0.02),
@@ -37,53 +47,239 @@ def test_patience_selection_follows_recbole_early_stopping():
         point(35, 0.11, 0.07),  # third worse validation in a row: patience 2 stops here
         point(40, 0.13, 0.08),
     ]
-    chosen = [suite.select_by_patience(curve, "recall@20", p) for p in (0, 2, 3)]
-    assert [c["epoch"] for c in chosen] == [10, 20, 40]
+
+    def score(p):
+        return p["valid"]["recall@20"]
+
+    chosen = [kept_validation(curve, score, p) for p in (0, 2, 3, None)]
+    assert [c["epoch"] for c in chosen] == [10, 20, 40, 40]
     assert chosen[1]["test"]["ndcg@20"] == 0.04
+    assert kept_validation(curve[:4], score)["epoch"] == 20  # last of equal maxima
+    assert kept_validation([], score) is None
 
 
 def test_a_run_locked_by_a_live_process_is_skipped_and_a_dead_ones_lock_is_taken(
     tmp_path,
 ):
-    suite = load_suite()
     result = tmp_path / "run.json"
-    lock = suite.claim(result)
+    lock = claim(result)
     assert lock == tmp_path / "run.lock" and lock.read_text() == str(os.getpid())
-    assert suite.claim(result) is None  # held by this (live) process
+    assert claim(result) is None  # held by this (live) process
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
     ).stdout.strip()
     lock.write_text(dead)
-    taken = suite.claim(result)
+    taken = claim(result)
     assert taken == lock and lock.read_text() == str(os.getpid())
     lock.unlink()
     result.write_text("{}")  # already done: nothing to claim
-    assert suite.claim(result) is None and not lock.exists()
+    assert claim(result) is None and not lock.exists()
 
 
+# ---------------------------------------------------------------------------- a toy section
+def toy_worker(runner, job):
+    runner.calls.append(job["seed"])
+    return {"value": job["seed"] * 10}
+
+
+def toy_jobs(runner, needed):
+    listed = [{"section": "toy", "name": "Toy", "seed": s} for s in (1, 2)]
+    runner.execute(listed, "toy")
+    return listed
+
+
+def toy_render(runner, listed, figures):
+    rows = [
+        f"| {j['seed']}{runner.stale_mark([j])} | {runner.read(j)['value']} |"
+        for j in listed
+        if runner.cached(j)
+    ]
+    return "## Toy\n" + "\n".join(rows) + runner.notes(listed)
+
+
+TOY = Section(name="toy", order=1, jobs=toy_jobs, render=toy_render, worker=toy_worker)
+
+
+def toy_runner(tmp_path, code, **options):
+    runner = Runner(
+        {"quick": True},
+        Options(quick=True, results=tmp_path / "results", **options),
+        {"toy": TOY},
+        code_versions={"toy": code},
+    )
+    runner.calls = []
+    return runner
+
+
+def test_the_cache_key_changes_with_the_code_hash(tmp_path):
+    job = {"section": "toy", "name": "Toy", "seed": 1}
+    assert cache_key(job, "aaa") != cache_key(job, "bbb")
+    assert cache_key(job, "aaa").startswith(job_stem(job))
+    old, new = toy_runner(tmp_path, "aaa"), toy_runner(tmp_path, "bbb")
+    assert old.result_path(job) != new.result_path(job)
+
+
+def write_module(path: Path, body: str, report_code: str):
+    path.write_text(
+        f"def worker(runner, job):\n    return {body}\n\n\n"
+        f"# ---------------------------------------------------------- report\n"
+        f"def render(runner, jobs, figures):\n    return {report_code!r}\n"
+    )
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_code_hash_follows_the_worker_code_not_the_report_code(tmp_path):
+    try:
+        base = write_module(tmp_path / "bench_a.py", "{'x': 1}", "report")
+        worker_edit = write_module(tmp_path / "bench_b.py", "{'x': 2}", "report")
+        report_edit = write_module(tmp_path / "bench_c.py", "{'x': 1}", "other")
+        hashes = [worker_code_hash(m.worker) for m in (base, worker_edit, report_edit)]
+    finally:
+        for name in ("bench_a", "bench_b", "bench_c"):
+            sys.modules.pop(name, None)
+    # the module name is not hashed, only its source and the plugin's
+    assert hashes[0] != hashes[1] and hashes[0] == hashes[2]
+
+
+def test_results_of_older_code_are_read_marked_stale_and_rerun_only_on_request(
+    tmp_path,
+):
+    old = toy_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    assert old.calls == [1, 2] and not any(old.stale(j) for j in listed)
+    assert old.read(listed[0])["code_hash"] == "old"
+
+    new = toy_runner(tmp_path, "new")
+    listed = toy_jobs(new, {})
+    assert new.calls == []  # cached results are not recomputed by default
+    assert all(new.cached(j) and new.stale(j) for j in listed)
+    text = toy_render(new, listed, tmp_path)
+    assert f"| 1{STALE_MARK} | 10 |" in text
+    assert "**Stale: 2 of 2 results come from older code** (0 of them" in text
+    assert "2 from older code" in report.code_versions_line(new)
+
+    refresh = toy_runner(tmp_path, "new", refresh_stale=True)
+    toy_jobs(refresh, {})
+    assert refresh.calls == [1, 2]
+    assert not any(refresh.stale(j) for j in listed)
+    assert (
+        len(list((tmp_path / "results" / "toy").glob("*.json"))) == 2
+    )  # old ones gone
+    text = toy_render(refresh, listed, tmp_path)
+    assert STALE_MARK not in text and "Stale" not in text
+    assert "All 2 results shown come from this checkout" in report.code_versions_line(
+        refresh
+    )
+
+
+def test_a_legacy_result_without_a_code_hash_is_read_and_marked_unknown(tmp_path):
+    runner = toy_runner(tmp_path, "now", cached_only=True)
+    job = {"section": "toy", "name": "Toy", "seed": 1}
+    legacy = tmp_path / "results" / "toy" / f"{job_stem(job)}.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"job": job, "value": 7}))
+    listed = toy_jobs(runner, {})
+    assert runner.calls == []  # --cached-only
+    assert runner.cached(job) and runner.stale(job)
+    text = toy_render(runner, listed, tmp_path)
+    assert f"| 1{STALE_MARK} | 7 |" in text
+    assert "**Pending: 1 of 2 runs not done yet** (Toy (2))" in text
+    assert "(1 of them of unknown code version" in text
+    assert "1 of unknown code version" in report.code_versions_line(runner)
+
+
+def test_the_committed_legacy_results_are_found_and_reported_stale():
+    """The first suite's result files (no code hash) keep their names: every job the
+    spec lists for the scale section finds its file, read as stale."""
+    sections = registry()
+    runner = Runner(load_spec(False, sections), Options(cached_only=True), sections)
+    listed = sections["scale"].jobs(runner, {})
+    assert len(listed) == 10
+    assert all(runner.cached(j) and runner.stale(j) for j in listed)
+    assert runner.read(listed[0])["parameters"] > 0
+    assert "10 of them of unknown code version" in runner.notes(listed)
+
+
+def test_the_registry_drives_the_sections_jobs_and_render(tmp_path):
+    sections = registry()
+    assert list(sections) == [
+        "accuracy",
+        "speed",
+        "stopping",
+        "scale",
+        "steps",
+        "sequential",
+    ]
+    assert suite.parse([], list(sections)).sections == list(sections)
+    spec = load_spec(True, sections)
+    assert spec["sequential"]["datasets"] == {"quick-seq": None}  # spec_file + quick
+    assert spec["scale"]["items"] == [500, 1000]
+
+    seen = []
+
+    def first_jobs(runner, needed):
+        seen.append("first")
+        return ["a"]
+
+    def second_jobs(runner, needed):
+        return needed["first"] + ["b"]
+
+    toy = {
+        "first": Section("first", 1, first_jobs, lambda r, j, f: f"first {j}"),
+        "second": Section(
+            "second", 2, second_jobs, lambda r, j, f: f"second {j}", needs=("first",)
+        ),
+    }
+    runner = Runner({}, Options(), toy)
+    parts = suite.build_parts(runner, toy, ["second", "first"], tmp_path)
+    assert list(parts) == ["first", "second"]  # registry order, not the command's
+    assert parts == {"first": "first ['a']", "second": "second ['a', 'b']"}
+    assert seen == ["first"]  # a section's jobs are listed once
+    assert suite.build_parts(runner, toy, ["second"], tmp_path) == {
+        "second": "second ['a', 'b']"
+    }
+
+
+def test_the_suite_refuses_to_run_as_a_script_and_conflicting_flags():
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick"],
+        capture_output=True,
+        text=True,
+    )
+    assert script.returncode == 1 and "python -m benchmarks.suite" in script.stderr
+    with pytest.raises(SystemExit):
+        suite.parse(["--cached-only", "--refresh-stale"], ["accuracy"])
+
+
+# ---------------------------------------------------------------------------- end to end
 def run_suite(results, *extra):
     return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "suite.py"),
-            "--quick",
-            "--results",
-            str(results),
-            *extra,
-        ],
+        [sys.executable, "-m", "benchmarks.suite", "--quick", "--results", str(results)]
+        + list(extra),
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
     )
 
 
-def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
-    results = tmp_path / "quick"
-    first = run_suite(results)
-    assert first.returncode == 0, first.stderr[-3000:]
-    report = (results / "RESULTS.md").read_text()
+def make_legacy(path: Path) -> Path:
+    """The result as the first suite wrote it: no code hash in the name or the data."""
+    data = json.loads(path.read_text())
+    del data["code_hash"]
+    legacy = path.with_name(path.name.rsplit("-", 1)[0] + ".json")
+    legacy.write_text(json.dumps(data))
+    path.unlink()
+    return legacy
+
+
+def check_quick_report(report_text: str, results: Path) -> None:
     for heading in (
         "## Accuracy",
         "## Speed and memory",
@@ -92,32 +288,31 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
         "## Sequential recommenders",
         "## Early stopping",
     ):
-        assert heading in report
+        assert heading in report_text
     for figure in ("accuracy", "speed", "scale", "steps", "sequential", "stopping"):
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
-        assert f"figures/{figure}.png" in report
-    assert "QUICK MODE" in report
+        assert f"figures/{figure}.png" in report_text
+    assert "QUICK MODE" in report_text
+    assert "results shown come from this checkout's code" in report_text
     # Every model of the suite has a row, with mean +- std over the seeds.
-    for model in (
-        "BPR",
-        "LightGCN",
-        "MultiVAE",
-        "CDAE",
-        "EASE",
-        "DiffRec",
-        "LDiffRec",
-        "TDiffRec",
-        "LTDiffRec",
-        "recbole.DiffRec",
-    ):
-        assert f"| {model} |" in report
-    assert "±" in report
+    for model in ("BPR", "LightGCN", "MultiVAE", "CDAE", "EASE", "DiffRec", "LDiffRec"):
+        assert f"| {model} |" in report_text
+    for model in ("TDiffRec", "LTDiffRec", "recbole.DiffRec"):
+        assert f"| {model} |" in report_text
+    assert "±" in report_text
     for model in ("DiffuRec", "SeqDiffRec", "SASRec", "BERT4Rec", "GRU4Rec"):
-        assert f"| quick-seq | {model} |" in report
-    assert "**not masked**" in report  # the protocol is named
+        assert f"| quick-seq | {model} |" in report_text
+    assert "**not masked**" in report_text  # the protocol is named
     # The long-patience reruns select what the accuracy runs kept under patience 2.
-    assert "every curve selects the checkpoint its accuracy run kept" in report
-    assert "| LDiffRec | " in report.split("## Early stopping")[1]
+    assert "every curve selects the checkpoint its accuracy run kept" in report_text
+    assert "| LDiffRec | " in report_text.split("## Early stopping")[1]
+
+
+def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
+    results = tmp_path / "quick"
+    first = run_suite(results)
+    assert first.returncode == 0, first.stderr[-3000:]
+    check_quick_report((results / "RESULTS.md").read_text(), results)
 
     runs = sorted(results.rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in runs}
@@ -125,14 +320,20 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(results.rglob("*.json")) == runs
     assert all(p.stat().st_mtime_ns == stamps[p] for p in runs)  # nothing re-ran
+    assert not list(results.rglob("*.lock")) and not list(results.rglob("*.partial"))
 
-    # --cached-only runs nothing: a missing run is reported as pending, not rerun.
+    # --cached-only runs nothing: a missing run is reported as pending, not rerun, and
+    # a result from the first suite (no code hash) is shown, marked stale.
     missing = next(p for p in runs if "sequential" in p.name and "GRU4Rec" in p.name)
     missing.unlink()
+    legacy = make_legacy(next(p for p in runs if "scale-LDiffRec-500-" in p.name))
     third = run_suite(results, "--cached-only")
     assert third.returncode == 0, third.stderr[-3000:]
-    assert not missing.exists()
-    report = (results / "RESULTS.md").read_text()
-    assert "**Pending: 1 of 5 runs not done yet** (quick-seq-GRU4Rec (2020))" in report
-    assert "| quick-seq | GRU4Rec |" not in report
-    assert "| quick-seq | SASRec |" in report and "## Scale" in report
+    assert not missing.exists() and legacy.exists()
+    text = (results / "RESULTS.md").read_text()
+    assert "**Pending: 1 of 5 runs not done yet** (quick-seq-GRU4Rec (2020))" in text
+    assert "| quick-seq | GRU4Rec |" not in text
+    assert "| quick-seq | SASRec |" in text
+    assert f"| 500 | 573 | 16,568 | LDiffRec{STALE_MARK} |" in text
+    assert "**Stale: 1 of 4 results come from older code** (1 of them" in text
+    assert "1 of unknown code version" in text.split("## Accuracy")[0]

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping
 
 import numpy as np
-import yaml
 
 from ..report import fmt, save_figure
 from ..runner import ROOT, Runner
@@ -44,16 +43,6 @@ def quick(spec: Dict[str, Any]) -> None:
             model["grid"] = small
 
 
-def copy_release_embeddings(spec: Dict[str, Any]) -> None:
-    """RecBole's LDiffRec reads <data_path>/<dataset>/item_emb.npy by row position."""
-    settings = yaml.safe_load((ROOT / spec["dataset_config"]).read_text())
-    source = ROOT / settings["release_path"] / "item_emb.npy"
-    target = ROOT / settings["data_path"] / spec["dataset"] / "item_emb.npy"
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source.read_bytes())
-
-
 def jobs(runner: Runner, needed: Mapping[str, Any]) -> Dict[str, Any]:
     """Model by model, in the spec's order: a baseline's grid on the first seed, then every
     seed for its best validation setting (so an interrupted suite has whole models done).
@@ -61,8 +50,6 @@ def jobs(runner: Runner, needed: Mapping[str, Any]) -> Dict[str, Any]:
     spec = runner.spec
     first = spec["seeds"][0]
     grid_jobs, best, seed_jobs = [], {}, {}
-    if "recbole.LDiffRec" in spec["models"] and not spec["quick"]:
-        copy_release_embeddings(spec)
     for name, entry in spec["models"].items():
         model = entry.get("model", name)
         job = {"section": "accuracy", "name": name, "model": model}
