@@ -36,13 +36,16 @@ def code_versions_line(runner: Runner) -> str:
     unknown = versions.count(UNKNOWN)
     if not older and not unknown:
         return f"All {len(versions)} results shown come from this checkout's code.\n\n"
+    other = [f"{older} from older code"] if older else []
+    other += [f"{unknown} of unknown code version"] if unknown else []
     return (
         f"**Code versions: {len(versions) - older - unknown} of the {len(versions)} "
-        f"results shown come from this checkout's code; {older} from older code and "
-        f"{unknown} of unknown code version** (computed before the suite recorded a hash "
-        "of `recbole_diffrec` and the section's worker code with each result). Rows "
-        f"built from them are marked{STALE_MARK}; each section says which. "
-        "`python -m benchmarks.suite --refresh-stale` recomputes them.\n\n"
+        f"results shown come from this checkout's code; {' and '.join(other)}** "
+        "(a result records the hash of `recbole_diffrec` and of its section's worker code "
+        "it was computed with; results of unknown code version were computed before the "
+        f"suite recorded hashes). Rows built from them are marked{STALE_MARK}; each "
+        "section says which. `python -m benchmarks.suite --refresh-stale` recomputes them."
+        "\n\n"
     )
 
 

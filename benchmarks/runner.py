@@ -292,7 +292,9 @@ class Runner:
         counts: Dict[str, int] = {}
         for job in stale:
             counts[job["name"]] = counts.get(job["name"], 0) + 1
-        names = ", ".join(f"{n} x{c}" for n, c in sorted(counts.items()))
+        names = ", ".join(
+            n if c == 1 else f"{n} x{c}" for n, c in sorted(counts.items())
+        )
         return (
             f"\n**Stale: {len(stale)} of {len(jobs)} results come from older code** "
             f"({unknown} of them of unknown code version, written before code hashes "

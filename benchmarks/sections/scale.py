@@ -1,8 +1,10 @@
 """Scale: DiffRec vs L-DiffRec on generated catalogues of growing size at Amazon-book's
 density. Each point builds the plugin's own model (RecBole ``Config`` through the plugin,
-``build_model``; L-DiffRec's item clusters from ``prepare_item_clusters``) on the whole
-generated catalogue as its training split, and times the model's ``calculate_loss``,
-backward pass and its trainer's optimizer step on batches of the trainer's loader."""
+``build_model``; L-DiffRec's item clusters from ``prepare_item_clusters``) on the training
+split of the generated catalogue (RecBole's default random 80/10/10 split of each user's
+interactions, through the plugin's ``data_preparation``), and times the model's
+``calculate_loss``, backward pass and its trainer's optimizer step on batches of the
+plugin's training loader."""
 
 from __future__ import annotations
 
@@ -209,10 +211,19 @@ def render(runner: Runner, listed: List[Dict[str, Any]], figures: Path) -> str:
         f"{title}\n\n"
         f"DiffRec {scale['DiffRec']} vs L-DiffRec {scale['LDiffRec']} over the plugin's "
         "defaults; each point builds the plugin's model (`build_model`, L-DiffRec's "
-        "clusters by `prepare_item_clusters`) on the whole generated catalogue and times its "
+        "clusters by `prepare_item_clusters`) on the training split of the generated "
+        "catalogue (RecBole's default random 80/10/10 split) and times its "
         "`calculate_loss`, backward pass and its trainer's optimizer step; seconds per "
-        f"epoch extrapolated from {scale['batches']} timed batches of the trainer's "
-        f"loader ({batch} users each). {where}\n\n"
+        f"epoch extrapolated from {scale['batches']} timed batches of the plugin's training "
+        f"loader ({batch} users each). {where}"
+        + (
+            " Rows marked stale may come from the suite's first scale worker, which "
+            "re-implemented the training step with its own loss constants and balanced "
+            "clusters instead of building the plugin's models."
+            if any(runner.stale(j) for j, _ in results)
+            else ""
+        )
+        + "\n\n"
         + "\n".join(lines)
         + f"\n{runner.notes(listed)}\n![scale](figures/scale.png)\n"
     )

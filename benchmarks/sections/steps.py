@@ -95,17 +95,17 @@ def render(runner: Runner, job: Dict[str, Any], figures: Path) -> str:
         "| reverse steps | test NDCG@20 | change vs all steps | s / full eval |",
         "|---|---|---|---|",
     ]
-    mark = runner.stale_mark([job])
     for p in r["points"]:
         change = p["test"]["ndcg@20"] / full["test"]["ndcg@20"] - 1
         lines.append(
-            f"| {p['steps']}{mark} | {p['test']['ndcg@20']:.4f} | {change:+.2%} | "
+            f"| {p['steps']} | {p['test']['ndcg@20']:.4f} | {change:+.2%} | "
             f"{p['seconds']:.1f} |"
         )
     figure(r["points"], figures / "steps.png")
     return (
         "## Fewer reverse steps at inference (DiffRec)\n\n"
-        f"One DiffRec trained with {r['trained_steps']} steps, evaluated on respaced chains "
+        f"One DiffRec{runner.stale_mark([job])} trained with {r['trained_steps']} steps, "
+        "evaluated on respaced chains "
         "(`inference_steps`; the full chain is the default).\n\n"
         + "\n".join(lines)
         + "\n"
