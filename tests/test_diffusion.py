@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_diffrec.diffusion import GaussianDiffusion, MLPDenoiser, get_betas
+from recbole_diffrec.diffusion import GaussianDiffusion, MLPDenoiser, get_betas, respace
+from recbole_diffrec.diffusion.respace import evenly_spaced_steps
 
 T = 4
 SCALE, LO, HI = 0.1, 0.01, 0.05
@@ -105,7 +106,7 @@ def test_p_sample_reverse_chain_by_hand():
     d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T)
     x = torch.tensor([[1.0, 0.0, 0.0, 1.0]])
     c = torch.tensor([[0.2, 0.4, 0.6, 0.8]])
-    got = d.p_sample(ConstantDenoiser(c), x, sampling_steps=0)
+    got = d.reconstruct(ConstantDenoiser(c), x, sampling_steps=0)
     expected = x.double()
     for i in reversed(range(T)):
         expected = d.posterior_mean_coef1[i] * c + d.posterior_mean_coef2[i] * expected
@@ -121,8 +122,8 @@ def test_factored_chain_equals_reference_chain(mean_type, noise_scale):
     d = GaussianDiffusion(mean_type, "linear-var", noise_scale, 0.005, 0.01, 10)
     m = MLPDenoiser.mirrored(50, [16, 24], 10).eval()
     x = (torch.rand(7, 50) < 0.2).float()
-    reference = d.p_sample(m, x, factored=False)
-    fast = d.p_sample(m, x)
+    reference = d.reconstruct(m, x, factored=False)
+    fast = d.reconstruct(m, x)
     torch.testing.assert_close(fast, reference, atol=2e-5, rtol=1e-4)
 
 
@@ -131,11 +132,11 @@ def test_sampling_steps_noises_the_history():
     d = GaussianDiffusion("x0", "linear-var", 0.5, 0.1, 0.5, 5)
     m = MLPDenoiser.mirrored(20, [8], 4).eval()
     x = (torch.rand(3, 20) < 0.3).float()
-    clean = d.p_sample(m, x, sampling_steps=0)
-    torch.testing.assert_close(d.p_sample(m, x, sampling_steps=0), clean)
-    assert not torch.allclose(d.p_sample(m, x, sampling_steps=3), clean)
+    clean = d.reconstruct(m, x, sampling_steps=0)
+    torch.testing.assert_close(d.reconstruct(m, x, sampling_steps=0), clean)
+    assert not torch.allclose(d.reconstruct(m, x, sampling_steps=3), clean)
     with pytest.raises(ValueError, match="sampling_steps"):
-        d.p_sample(m, x, sampling_steps=6)
+        d.reconstruct(m, x, sampling_steps=6)
 
 
 def test_training_loss_applies_snr_weights_and_pt():
@@ -211,19 +212,17 @@ def test_invalid_settings_name_the_key(kwargs, key):
 
 
 def test_respaced_chain_keeps_alpha_bar_at_the_kept_steps():
-    from recbole_diffrec.diffusion.gaussian_diffusion import evenly_spaced_steps
-
     assert evenly_spaced_steps(40, 1) == [0]
     assert evenly_spaced_steps(40, 2) == [0, 39]
     assert evenly_spaced_steps(40, 5) == [0, 10, 20, 29, 39]
     d = GaussianDiffusion("x0", "linear-var", 0.005, 0.005, 0.01, 40)
-    spaced = d.respaced(5)
+    spaced = respace(d, 5)
     assert spaced.steps == 5 and spaced.timestep_map.tolist() == [0, 10, 20, 29, 39]
     torch.testing.assert_close(
         spaced.alphas_cumprod, d.alphas_cumprod[[0, 10, 20, 29, 39]]
     )
     with pytest.raises(ValueError, match="inference_steps"):
-        d.respaced(41)
+        respace(d, 41)
 
 
 def test_respaced_chain_with_all_steps_is_the_full_chain_and_feeds_original_steps():
@@ -231,7 +230,7 @@ def test_respaced_chain_with_all_steps_is_the_full_chain_and_feeds_original_step
     d = GaussianDiffusion("x0", "linear-var", 0.05, 0.005, 0.01, 10)
     m = MLPDenoiser.mirrored(30, [8], 4).eval()
     x = (torch.rand(5, 30) < 0.2).float()
-    torch.testing.assert_close(d.respaced(10).p_sample(m, x), d.p_sample(m, x))
+    torch.testing.assert_close(respace(d, 10).reconstruct(m, x), d.reconstruct(m, x))
     seen = []
 
     class Recorder(ConstantDenoiser):
@@ -239,8 +238,8 @@ def test_respaced_chain_with_all_steps_is_the_full_chain_and_feeds_original_step
             seen.append(int(t[0]))
             return super().forward(x, t)
 
-    d.respaced(3).p_sample(Recorder(torch.zeros(1, 30)), x)
+    respace(d, 3).reconstruct(Recorder(torch.zeros(1, 30)), x)
     assert seen == [9, 4, 0] or seen == [9, 5, 0]
     # A one-step chain is the denoiser's x0 estimate at step 0.
-    one = d.respaced(1).p_sample(ConstantDenoiser(torch.full((1, 30), 0.3)), x)
+    one = respace(d, 1).reconstruct(ConstantDenoiser(torch.full((1, 30), 0.3)), x)
     torch.testing.assert_close(one, torch.full((5, 30), 0.3), atol=1e-5, rtol=0)

@@ -97,11 +97,10 @@ def test_reverse_chain_variance_matches_closed_form(variance):
     for t in reversed(range(diffusion.steps)):
         expected = float(coef2[t]) ** 2 * expected + (float(sigma2[t]) if t else 0.0)
     torch.manual_seed(0)
-    samples = diffusion.p_sample(
+    samples = diffusion.p_sample_loop(
         lambda x, t: torch.zeros_like(x),
         torch.zeros(50000, 4),
         sampling_noise=True,
-        factored=False,
         variance=variance,
     )
     assert float(samples.mean()) == pytest.approx(0.0, abs=0.01)
@@ -109,7 +108,7 @@ def test_reverse_chain_variance_matches_closed_form(variance):
     with pytest.raises(
         ValueError, match="variance: got 'medium'; allowed: small, large"
     ):
-        diffusion.p_sample(lambda x, t: x, torch.zeros(2, 4), variance="medium")
+        diffusion.p_sample_loop(lambda x, t: x, torch.zeros(2, 4), variance="medium")
 
 
 # ---------------------------------------------------------------------------- models

@@ -105,13 +105,13 @@ class MLPDenoiser(nn.Module):
         return self.out_layers[-1](h)
 
     # ------------------------------------------------------------------
-    # Factored evaluation. The network is affine in x up to its first activation and
-    # ends in a linear read-out, so x only enters through W_in x and leaves through
-    # W_out h. Reverse diffusion mixes x_t and the output linearly, so the whole chain
-    # can run on the first layer's pre-activation and the last hidden layer instead of
-    # on item-sized vectors (see GaussianDiffusion.p_sample).
-    def supports_factored_chain(self) -> bool:
-        return not self.training and not self.norm
+    # The FactoredDenoiser interface (factored.py). The network is affine in x up to its
+    # first activation (in eval mode, without norm) and ends in a linear read-out, so x
+    # only enters through W_in x and leaves through W_out h: the reverse chain can run on
+    # the first layer's pre-activation and the last hidden layer instead of on items.
+    @property
+    def affine_input(self) -> bool:
+        return not self.norm
 
     def input_projection(self, x: torch.Tensor) -> torch.Tensor:
         """W_in x: the item part of the first layer, without bias."""

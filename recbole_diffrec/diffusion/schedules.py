@@ -1,15 +1,17 @@
 """Noise schedules for Gaussian diffusion over interaction vectors.
 
 Each schedule returns the per-step betas as a float64 numpy array of length ``steps``,
-following the DiffRec reference code (Wang et al., SIGIR 2023) and Improved DDPM.
+following the DiffRec reference code (Wang et al., SIGIR 2023) and Improved DDPM;
+:func:`schedule_quantities` derives everything the diffusion uses from the betas.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Dict
 
 import numpy as np
+import torch
 
 NOISE_SCHEDULES = ("linear", "linear-var", "cosine", "binomial", "trunc-linear")
 
@@ -80,3 +82,81 @@ def get_betas(
     raise ValueError(
         f"noise_schedule: unknown schedule {schedule!r}; allowed: {', '.join(NOISE_SCHEDULES)}"
     )
+
+
+def schedule_betas(
+    schedule: str,
+    steps: int,
+    noise_scale: float,
+    noise_min: float,
+    noise_max: float,
+    beta_fixed: bool,
+) -> torch.Tensor:
+    """:func:`get_betas` as float64 torch, the first set to 1e-5 with ``beta_fixed``
+    (Sohl-Dickstein et al. 2.4.1, before the cumulative products); all must be in (0, 1].
+    """
+    betas = torch.tensor(
+        get_betas(schedule, steps, noise_scale, noise_min, noise_max),
+        dtype=torch.float64,
+    )
+    if beta_fixed:
+        betas[0] = 1e-5
+    if not ((betas > 0) & (betas <= 1)).all():
+        raise ValueError(
+            f"noise_schedule: the {schedule!r} schedule with noise_scale={noise_scale}, "
+            f"noise_min={noise_min}, noise_max={noise_max}, steps={steps} gives betas "
+            "outside (0, 1]; lower noise_scale or noise_max"
+        )
+    return betas
+
+
+def schedule_quantities(betas: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """Everything the diffusion derives from its float64 ``betas``, by name (same device)."""
+    alphas = 1.0 - betas
+    alphas_cumprod = torch.cumprod(alphas, dim=0)
+    alphas_cumprod_prev = torch.cat(
+        [
+            torch.ones(1, dtype=torch.float64, device=betas.device),
+            alphas_cumprod[:-1],
+        ]
+    )
+    posterior_variance = betas * (1.0 - alphas_cumprod_prev) / (1.0 - alphas_cumprod)
+    snr = alphas_cumprod / (1.0 - alphas_cumprod)
+    snr_prev = torch.cat([snr[:1], snr[:-1]])  # placeholder at t = 0, overwritten below
+
+    # Loss weights of the reweighted ELBO: x0-prediction uses SNR(t-1) - SNR(t) (DiffRec
+    # Eq. 11); eps-prediction the DDPM weight. At t = 0 the weight is 1 (Eq. 12).
+    x0_weight = snr_prev - snr
+    x0_weight[0] = 1.0
+    eps_weight = torch.ones_like(betas)
+    eps_weight[1:] = (1.0 - alphas_cumprod[1:]) / (
+        (1.0 - alphas_cumprod_prev[1:]) ** 2 * alphas[1:]
+    )
+
+    # log(0) at t = 0 is replaced by the t = 1 value, as in improved-diffusion; a one-step
+    # chain has no t = 1 and never adds noise at t = 0, so its beta stands in.
+    first = posterior_variance[1:2] if len(betas) > 1 else betas[:1]
+    return {
+        "betas": betas,
+        "alphas_cumprod": alphas_cumprod,
+        "alphas_cumprod_prev": alphas_cumprod_prev,
+        "sqrt_alphas_cumprod": alphas_cumprod.sqrt(),
+        "sqrt_one_minus_alphas_cumprod": (1.0 - alphas_cumprod).sqrt(),
+        "sqrt_recip_alphas_cumprod": (1.0 / alphas_cumprod).sqrt(),
+        "sqrt_recipm1_alphas_cumprod": (1.0 / alphas_cumprod - 1.0).sqrt(),
+        "posterior_variance": posterior_variance,
+        "posterior_log_variance_clipped": torch.log(
+            torch.cat([first, posterior_variance[1:]])
+        ),
+        # DDPM's "fixed large" reverse variance: beta_t, with the t = 1 posterior
+        # variance at t = 0 (what DiffuRec samples with).
+        "large_log_variance": torch.log(torch.cat([first, betas[1:]])),
+        "posterior_mean_coef1": betas
+        * alphas_cumprod_prev.sqrt()
+        / (1.0 - alphas_cumprod),
+        "posterior_mean_coef2": (1.0 - alphas_cumprod_prev)
+        * alphas.sqrt()
+        / (1.0 - alphas_cumprod),
+        "x0_loss_weight": x0_weight,
+        "eps_loss_weight": eps_weight,
+    }

@@ -19,7 +19,12 @@ import scipy.sparse as sp
 import torch
 from recbole.utils import InputType
 
-from ..diffusion import GaussianDiffusion, MLPDenoiser, check_diffusion_settings
+from ..diffusion import (
+    GaussianDiffusion,
+    MLPDenoiser,
+    check_diffusion_settings,
+    respace,
+)
 from .base import (
     SparseUserRows,
     check_fraction,
@@ -73,7 +78,7 @@ class DiffRec(UserBatchRecommender):
         self.respaced_diffusion = (
             None
             if steps is None or steps == self.diffusion.steps
-            else self.diffusion.respaced(steps)
+            else respace(self.diffusion, steps)
         )
         self.build_networks(config, dataset, **network_inputs)
         if self.reweight and not self.diffusion.noisy:
@@ -136,6 +141,6 @@ class DiffRec(UserBatchRecommender):
         return self.respaced_diffusion or self.diffusion
 
     def score_real_items(self, users: torch.Tensor) -> torch.Tensor:
-        return self.inference_diffusion.p_sample(
+        return self.inference_diffusion.reconstruct(
             self.denoiser, self.history(users), self.sampling_steps, self.sampling_noise
         )

@@ -129,14 +129,13 @@ class DiffuRec(SequentialDiffusionRecommender):
         history = self.encode_history(item_seq)
         masks = self._masks(item_seq)
 
+        def terms(x_t, t, noise):
+            x0 = self.approximate_x0(history, masks, item_seq_len, x_t, t)
+            logits = x0 @ self.item_embedding.weight.T
+            return {"loss": F.cross_entropy(logits, target, reduction="none")}
+
         x_start = self.item_embedding(target)
-        t, pt = self.diffusion.sampler.sample(len(target), x_start.device)
-        x_t = self.diffusion.q_sample(x_start, t)
-        x0 = self.approximate_x0(history, masks, item_seq_len, x_t, t)
-        logits = x0 @ self.item_embedding.weight.T
-        losses = F.cross_entropy(logits, target, reduction="none")
-        self.diffusion.sampler.update(t, losses)
-        return (losses / pt).mean()
+        return self.diffusion.step_losses(x_start, terms)["loss"].mean()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -150,12 +149,8 @@ class DiffuRec(SequentialDiffusionRecommender):
         def denoiser(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.approximate_x0(history, masks, item_seq_len, x_t, t)
 
-        return self.diffusion.p_sample(
-            denoiser,
-            noise,
-            sampling_noise=self.sampling_noise,
-            factored=False,
-            variance="large",
+        return self.diffusion.p_sample_loop(
+            denoiser, noise, sampling_noise=self.sampling_noise, variance="large"
         )
 
     def full_sort_predict(self, interaction) -> torch.Tensor:

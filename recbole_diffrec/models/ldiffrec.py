@@ -198,7 +198,7 @@ class LDiffRec(DiffRec):
 
     def score_real_items(self, users: torch.Tensor) -> torch.Tensor:
         _, latent, _ = self.autoencoder.encode(self.history(users))
-        denoised = self.inference_diffusion.p_sample(
+        denoised = self.inference_diffusion.reconstruct(
             self.denoiser, latent, self.sampling_steps, self.sampling_noise
         )
         return self.autoencoder.to_item_order(self.autoencoder.decode(denoised))

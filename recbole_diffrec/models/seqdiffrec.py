@@ -165,14 +165,15 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         x_start = embedded + self.diffusion.betas[0].float().sqrt() * torch.randn_like(
             embedded
         )
-        t, pt = self.diffusion.sampler.sample(len(target), embedded.device)
-        x_t = self.diffusion.q_sample(x_start, t)
-        x0_pred = self.denoise(item_seq, item_seq_len, x_t, t)
-        squared_error = ((x0_pred - x_start) ** 2).sum(dim=-1)
-        rounding = F.cross_entropy(self.round_logits(x0_pred), target, reduction="none")
-        losses = self.mse_weight * squared_error + rounding
-        self.diffusion.sampler.update(t, losses)
-        return (losses / pt).mean()
+
+        def terms(x_t, t, noise):
+            x0_pred = self.denoise(item_seq, item_seq_len, x_t, t)
+            squared_error = ((x0_pred - x_start) ** 2).sum(dim=-1)
+            logits = self.round_logits(x0_pred)
+            rounding = F.cross_entropy(logits, target, reduction="none")
+            return {"loss": self.mse_weight * squared_error + rounding}
+
+        return self.diffusion.step_losses(x_start, terms)["loss"].mean()
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
