@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_diffrec.diffusion import GaussianDiffusion, MLPDenoiser, get_betas, respace
+from recbole_diffrec.diffusion import (
+    FactoredDenoiser,
+    GaussianDiffusion,
+    MLPDenoiser,
+    SpacedDiffusion,
+    can_factor,
+    get_betas,
+    respace,
+)
 from recbole_diffrec.diffusion.respace import evenly_spaced_steps
 
 T = 4
@@ -243,3 +251,164 @@ def test_respaced_chain_with_all_steps_is_the_full_chain_and_feeds_original_step
     # A one-step chain is the denoiser's x0 estimate at step 0.
     one = respace(d, 1).reconstruct(ConstantDenoiser(torch.full((1, 30), 0.3)), x)
     torch.testing.assert_close(one, torch.full((5, 30), 0.3), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------- reverse step
+@pytest.mark.parametrize("mean_type", ["x0", "eps"])
+def test_p_sample_is_one_posterior_step(mean_type):
+    d = GaussianDiffusion(mean_type, "linear-var", SCALE, LO, HI, T)
+    x = torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.3, 0.4], [0.9, 0.1, 0.0]])
+    c = torch.tensor([[0.2, 0.4, 0.6]])
+    t = torch.tensor([3, 1, 0])
+    col = lambda a: a[t].unsqueeze(1)  # noqa: E731
+    x0 = (
+        c.double()
+        if mean_type == "x0"
+        else (
+            col(d.sqrt_recip_alphas_cumprod) * x
+            - col(d.sqrt_recipm1_alphas_cumprod) * c
+        )
+    )
+    mean = col(d.posterior_mean_coef1) * x0 + col(d.posterior_mean_coef2) * x
+    out = d.p_sample(ConstantDenoiser(c), x, t)
+    torch.testing.assert_close(out["sample"], mean.float())
+    torch.testing.assert_close(out["pred_xstart"], x0.float().expand(3, 3))
+    noise = torch.tensor([[1.0, -2.0, 0.5]]).expand(3, 3)
+    for variance, log_var in (
+        ("small", d.posterior_log_variance_clipped),
+        ("large", d.large_log_variance),
+    ):
+        noisy = d.p_sample(ConstantDenoiser(c), x, t, True, variance, noise)
+        # No noise at t = 0: the last step returns the mean.
+        scale = torch.exp(0.5 * col(log_var)) * (t > 0).double().unsqueeze(1)
+        torch.testing.assert_close(noisy["sample"], (mean + scale * noise).float())
+
+
+def test_p_sample_loop_is_repeated_p_sample_and_draws_no_noise_at_step_zero():
+    torch.manual_seed(0)
+    d = GaussianDiffusion("x0", "linear-var", 0.5, 0.1, 0.5, 5)
+    m = MLPDenoiser.mirrored(20, [8], 4).eval()
+    x = torch.rand(3, 20)
+    for sampling_noise in (False, True):
+        torch.manual_seed(1)
+        chain = d.p_sample_loop(m, x, sampling_noise)
+        after_chain = torch.rand(1)
+        torch.manual_seed(1)
+        steps = x
+        for i in reversed(range(5)):
+            t = torch.full((3,), i)
+            steps = d.p_sample(m, steps, t, sampling_noise)["sample"]
+        assert torch.equal(chain, steps)
+        assert torch.equal(torch.rand(1), after_chain)
+    torch.manual_seed(1)
+    [torch.randn_like(x) for _ in range(4)]  # steps 4..1 draw, step 0 does not
+    assert torch.equal(torch.rand(1), after_chain)
+
+
+def test_without_noise_a_reverse_step_is_the_denoiser_output():
+    d = GaussianDiffusion("x0", "linear-var", 0.0, LO, HI, T)
+    c = torch.tensor([[0.2, 0.4, 0.6]])
+    out = d.p_sample(ConstantDenoiser(c), torch.ones(2, 3), torch.tensor([3, 1]), True)
+    assert torch.equal(out["sample"], c.expand(2, 3))
+
+
+# ---------------------------------------------------------------------------- respacing
+class Recorder(ConstantDenoiser):
+    def __init__(self, out):
+        super().__init__(out)
+        self.seen = []
+
+    def forward(self, x, t):
+        self.seen.extend(t.tolist())
+        return super().forward(x, t)
+
+
+def test_spaced_diffusion_betas_and_original_steps():
+    d = GaussianDiffusion("x0", "linear-var", 0.05, 0.005, 0.01, 10)
+    keep = [0, 3, 7, 9]
+    spaced = SpacedDiffusion(d, keep)
+    abar = d.alphas_cumprod.tolist()
+    expected = [1 - abar[0]] + [1 - abar[s] / abar[p] for p, s in zip(keep, keep[1:])]
+    np.testing.assert_allclose(spaced.betas.numpy(), expected, rtol=1e-12)
+    torch.testing.assert_close(spaced.alphas_cumprod, d.alphas_cumprod[keep])
+    assert not hasattr(d, "timestep_map") and not hasattr(d, "respaced")
+    x = torch.rand(4, 6)
+    model = Recorder(torch.zeros(1, 6))
+    spaced.p_sample_loop(model, x)
+    assert model.seen == [9] * 4 + [7] * 4 + [3] * 4 + [0] * 4
+    model.seen.clear()
+    spaced.training_losses(model, x)
+    assert model.seen and set(model.seen) <= set(keep)
+    # The factored chain also sees original steps.
+    m = MLPDenoiser.mirrored(6, [5], 4).eval()
+    seen = []
+    original = m.hidden_from_projection
+    m.hidden_from_projection = lambda z, t: seen.append(int(t[0])) or original(z, t)
+    spaced.p_sample_loop_factored(m, x)
+    assert seen == [9, 7, 3, 0]
+
+
+# ---------------------------------------------------------------------------- factored chain
+class CountingDenoiser(MLPDenoiser):
+    calls = 0
+
+    def forward(self, x, t):
+        CountingDenoiser.calls += 1
+        return super().forward(x, t)
+
+
+@pytest.mark.parametrize("mean_type", ["x0", "eps"])
+def test_factored_chain_is_used_and_equals_the_plain_chain_when_respaced(mean_type):
+    torch.manual_seed(0)
+    d = respace(GaussianDiffusion(mean_type, "linear-var", 0.05, 0.005, 0.01, 12), 4)
+    m = CountingDenoiser(
+        [50, 24, 16], [16, 24, 50], 10
+    ).eval()  # x -> 24 -> 16 -> 24 -> x
+    x = (torch.rand(7, 50) < 0.2).float()
+    assert isinstance(m, FactoredDenoiser) and can_factor(m)
+    CountingDenoiser.calls = 0
+    fast = d.reconstruct(m, x)
+    assert CountingDenoiser.calls == 0  # the factored chain never runs forward()
+    plain = d.p_sample_loop(m, x)
+    assert CountingDenoiser.calls == 4
+    torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
+
+
+def test_factored_chain_is_refused_unless_the_denoiser_can_factor():
+    d = GaussianDiffusion("x0", "linear-var", 0.05, 0.005, 0.01, 5)
+    x = torch.rand(2, 6)
+    constant = ConstantDenoiser(torch.zeros(1, 6))
+    assert not isinstance(constant, FactoredDenoiser)
+    training = MLPDenoiser.mirrored(6, [4], 2)  # training mode: input dropout
+    normed = MLPDenoiser.mirrored(6, [4], 2, norm=True).eval()  # not affine
+    for model in (constant, training, normed):
+        assert not can_factor(model)
+        with pytest.raises(TypeError, match="FactoredDenoiser"):
+            d.p_sample_loop_factored(model, x)
+    # reconstruct falls back to the plain chain for them.
+    torch.testing.assert_close(d.reconstruct(constant, x), torch.zeros(2, 6))
+
+
+# ---------------------------------------------------------------------------- step loss
+def test_step_losses_divide_by_pt_and_update_the_sampler():
+    d = GaussianDiffusion("x0", "linear-var", SCALE, LO, HI, T, history_per_term=2)
+    for step, value in enumerate([1.0, 2.0, 4.0, 8.0]):  # warm up, unequal p_t
+        d.sampler.update(torch.full((2,), step), torch.full((2,), value))
+    pt_by_step = d.sampler.probabilities().float() * T
+    x_start = torch.rand(64, 3)
+    seen = {}
+
+    def terms(x_t, t, noise):
+        seen.update(t=t, x_t=x_t, noise=noise)
+        return {"loss": (t + 1).float(), "extra": x_t}
+
+    torch.manual_seed(0)
+    out = d.step_losses(x_start, terms)
+    t = seen["t"]
+    assert len(set(t.tolist())) > 1 and not torch.allclose(pt_by_step, torch.ones(T))
+    torch.testing.assert_close(out["loss"], (t + 1).float() / pt_by_step[t])
+    assert out["extra"] is seen["x_t"]
+    torch.testing.assert_close(seen["x_t"], d.q_sample(x_start, t, seen["noise"]))
+    # The sampler recorded the undivided losses: the newest entry of a drawn step is t + 1.
+    for step in set(t.tolist()):
+        assert d.sampler.loss_history[step, -1] == step + 1

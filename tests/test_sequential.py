@@ -151,6 +151,21 @@ def test_shapes_and_loss_decreases_on_generated_sequences(sequences, model):
     assert float(torch.cat(hits).mean()) > 0.6
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_training_goes_through_the_shared_step_loss(sequences, model, monkeypatch):
+    _, net, train, _, _ = build(model, sequences)
+    calls = []
+    shared = net.diffusion.step_losses
+
+    def recording(x_start, terms):
+        calls.append(shared(x_start, terms))
+        return calls[-1]
+
+    monkeypatch.setattr(net.diffusion, "step_losses", recording)
+    loss = net.calculate_loss(next(iter(train)))
+    assert len(calls) == 1 and torch.equal(loss, calls[0]["loss"].mean())
+
+
 def test_seqdiffrec_ignores_padding_and_sees_the_noised_target(sequences):
     _, net, train, _, _ = build("SeqDiffRec", sequences)
     net.eval()
