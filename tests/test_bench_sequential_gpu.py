@@ -1,4 +1,4 @@
-"""benchmarks/bench_sequential_gpu.py on the CPU with generated sequences: a run trains with
+"""benchmarks.bench_sequential_gpu on the CPU with generated sequences: a run trains with
 validation, stops early, writes its result and report; a run that cannot start stops the
 whole job at once."""
 

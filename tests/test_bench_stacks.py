@@ -1,4 +1,4 @@
-"""benchmarks/bench_stacks.py: the figures its report gives against the issue's targets."""
+"""benchmarks.bench_stacks: the figures its report gives against the issue's targets."""
 
 import sys
 from pathlib import Path
@@ -43,7 +43,7 @@ def test_differences_and_ratios_are_against_the_first_stack():
     assert rows[0]["ndcg_diff"] == 0 and rows[0]["epoch_ratio"] == 1
     assert rows[1]["ndcg_diff"] == pytest.approx(0.001)
     assert rows[1]["epoch_ratio"] == pytest.approx(1.0)  # mean 2.1 s on both
-    text = bench_stacks.report(runs, rows, "python benchmarks/bench_stacks.py")
+    text = bench_stacks.report(runs, rows, "python -m benchmarks.bench_stacks")
     assert (
         "| 3.13.0 / 2.5.5 / 2.3.3 / 1.17.1 / 2.6.3 / 2.15.0 | 2 | 0.1110 | +0.0010 |"
         in text
