@@ -87,6 +87,18 @@ def test_bad_tune_options_and_files(workdir):
         load_search_space(str(workdir / "missing.yaml"))
 
 
+def test_grace_period_beyond_the_evaluations_is_refused_before_ray_starts(workdir):
+    # Ray's ASHA asserted grace_period <= max_t with a traceback after the search began.
+    path = write(
+        workdir / "g.yaml",
+        "space:\n  learning_rate: {choice: [0.001]}\ntune:\n  grace_period: 4\n",
+    )
+    with pytest.raises(
+        ValueError, match=r"grace_period: got 4 with epochs=1 .*\[1, 2\]"
+    ):
+        run_search("DiffRec", "ml-100k", path, fixed={"epochs": 1, "eval_step": 1})
+
+
 def test_space_values_are_checked_in_combination(workdir):
     # noise_min 0.01 only works with noise_max 0.02: accepted (some combination is valid).
     path = write(

@@ -53,6 +53,13 @@ def run_search(
     name = opts["name"] or f"{config['model']}-{dataset}-{Path(space_file).stem}"
     exp_dir = Path(opts["tune_dir"]).resolve() / name
     evaluations = max(1, int(config["epochs"]) // max(1, int(config["eval_step"])))
+    if opts["scheduler"] == "asha" and opts["grace_period"] > evaluations + 1:
+        # ASHA's max_t is the number of reports a trial makes; Ray asserts otherwise.
+        raise ValueError(
+            f"grace_period: got {opts['grace_period']} with epochs={config['epochs']} and "
+            f"eval_step={config['eval_step']} ({evaluations} evaluations); allowed: an "
+            f"integer in [1, {evaluations + 1}], or more epochs, or scheduler: fifo"
+        )
 
     # Data conversion happens once here, not in every trial.
     ensure_release_converted(config)
