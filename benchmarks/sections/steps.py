@@ -28,18 +28,9 @@ def jobs(runner: Runner, needed: Mapping[str, Any]) -> Dict[str, Any]:
     return job
 
 
-def respaced(diffusion, count: int):
-    """``diffusion`` on ``count`` evenly spaced steps. The diffusion core is moving this
-    from a method to ``recbole_diffrec.diffusion.respace``; either works."""
-    try:
-        from recbole_diffrec.diffusion import respace
-    except ImportError:
-        return diffusion.respaced(count)
-    return respace(diffusion, count)
-
-
 def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
     from recbole_diffrec import get_trainer, load_model, run
+    from recbole_diffrec.diffusion import respace
 
     spec = runner.spec
     trained = run(
@@ -55,7 +46,7 @@ def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
     for count in job["counts"]:
         count = min(count, model.diffusion.steps)
         model.respaced_diffusion = (
-            None if count == model.diffusion.steps else respaced(model.diffusion, count)
+            None if count == model.diffusion.steps else respace(model.diffusion, count)
         )
         start = time.perf_counter()
         result = trainer.evaluate(test_data, load_best_model=False)
