@@ -3,7 +3,6 @@ validation, stops early, writes its result and report; a run that cannot start s
 whole job at once."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +11,6 @@ import yaml
 from recbole_diffrec.synthetic import generate_sequences, write_sequences
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` does not put the repository root on it
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_sequential_gpu as bench  # noqa: E402
 from benchmarks.sections.sequential import SEQUENTIAL_METRICS  # noqa: E402

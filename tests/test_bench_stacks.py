@@ -6,8 +6,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` does not put the repository root on it
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks import bench_stacks  # noqa: E402
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # plain `pytest` does not put the repository root on it
-    sys.path.insert(0, str(ROOT))
 
 from benchmarks import report, suite  # noqa: E402
 from benchmarks.runner import (  # noqa: E402

@@ -189,7 +189,7 @@ def test_trial_device_and_helpers(monkeypatch):
 
 
 def test_ray_is_imported_only_for_searches(tmp_path):
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys
         sys.argv = ["x", "--epochs=1", "--state=WARNING"]  # RecBole's Config reads these
         import recbole_diffrec, recbole_diffrec.tune.space
@@ -199,7 +199,7 @@ def test_ray_is_imported_only_for_searches(tmp_path):
             getattr(tune, name)
         from recbole_diffrec.cli import main
         assert main(["--model=DiffRec", "--dataset=ml-100k"]) == 0
-        open("bad.yaml", "w").write("space:\\n  steps: {{choice: []}}\\n")
+        open("bad.yaml", "w").write("space:\\n  steps: {choice: []}\\n")
         assert main(["--model=DiffRec", "--dataset=ml-100k", "--tune=bad.yaml"]) == 2
         assert "ray" not in sys.modules, "ray was imported"
         print("NO RAY")
