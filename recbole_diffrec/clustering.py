@@ -39,7 +39,7 @@ from recbole.sampler import Sampler
 from recbole.utils import init_seed
 
 from .config import config_from_settings
-from .models.ldiffrec import EMBEDDING_SOURCES
+from .models.checks import EMBEDDING_SOURCES
 from .trainer import get_trainer
 from .utils import plain
 

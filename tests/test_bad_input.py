@@ -32,6 +32,14 @@ from recbole_diffrec.convert import convert_release
             {"steps": 10, "inference_steps": 3, "sampling_steps": 5},
             "sampling_steps: got 5 with inference_steps=3",
         ),
+        # Used to pass, then fail on the first batch with an AttributeError.
+        (
+            {"mean_type": "eps", "noise_scale": 0},
+            "mean_type: got 'eps' with noise_scale=0",
+        ),
+        # Used to be ignored silently for plugin models.
+        ({"save_dataloaders": True}, "save_dataloaders"),
+        ({"dataloaders_save_path": "loaders.pth"}, "dataloaders_save_path"),
     ],
 )
 def test_bad_model_settings_fail_before_loading_data(workdir, settings, key):

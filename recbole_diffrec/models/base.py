@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import GeneralRecommender
 from torch import nn
 
+from .checks import DeclaredSettings
+
 
 class SparseUserRows(nn.Module):
     """Users' training rows kept in CSR form; dense rows are built per batch only.
@@ -66,47 +68,7 @@ def require_plugin_config(config: Any, model_name: str) -> None:
         )
 
 
-def check_positive_int_list(key: str, value: Any, allow_empty: bool = False) -> list:
-    ok = isinstance(value, (list, tuple)) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
-    )
-    if not ok or (not allow_empty and len(value) == 0):
-        allowed = "a list of positive integers" + (
-            "" if allow_empty else " with at least one entry"
-        )
-        raise ValueError(f"{key}: got {value!r}; allowed: {allowed}, e.g. [200, 600]")
-    return list(value)
-
-
-def check_int(key: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}: got {value!r}; allowed: an integer >= {minimum}")
-    return value
-
-
-def check_fraction(key: str, value: Any) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value < 1
-    ):
-        raise ValueError(f"{key}: got {value!r}; allowed: a number in [0, 1)")
-    return float(value)
-
-
-def check_nonnegative(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"{key}: got {value!r}; allowed: a number >= 0")
-    return float(value)
-
-
-def check_choice(key: str, value: Any, allowed: tuple) -> str:
-    if value not in allowed:
-        raise ValueError(f"{key}: got {value!r}; allowed: {', '.join(allowed)}")
-    return value
-
-
-class UserBatchRecommender(GeneralRecommender):
+class UserBatchRecommender(DeclaredSettings, GeneralRecommender):
     """A general recommender trained on batches of users (RecBole's ``UserDataLoader``).
 
     ``train_batches`` tells ``recbole_diffrec.data_preparation`` which loader to build.

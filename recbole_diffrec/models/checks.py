@@ -178,6 +178,17 @@ def check_settings(config: Any, rules: Sequence[Rule]) -> None:
             raise ValueError(problem)
 
 
+class DeclaredSettings:
+    """Mixin for a model: ``check_config`` runs the rules the class declares as
+    ``config_rules`` (before any data is loaded)."""
+
+    config_rules: Tuple[Rule, ...] = ()
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        check_settings(config, cls.config_rules)
+
+
 # ------------------------------------------------------------------------ rule groups
 EVAL_HISTORY = ("unmasked", "masked")
 
@@ -224,7 +235,18 @@ NOISE: Tuple[Rule, ...] = (
     Int("history_num_per_term", 1),
 )
 
-DIFFUSION: Tuple[Rule, ...] = (Choice("mean_type", MEAN_TYPES),) + NOISE
+DIFFUSION: Tuple[Rule, ...] = (
+    (Choice("mean_type", MEAN_TYPES),)
+    + NOISE
+    + (
+        # Predicting the noise needs noise: with noise_scale 0 there is no eps to predict.
+        Relation(
+            ("mean_type", "noise_scale"),
+            lambda mean_type, scale: mean_type == "x0" or scale > 0,
+            "x0 when noise_scale is 0 (eps predicts the noise)",
+        ),
+    )
+)
 
 DIFFREC: Tuple[Rule, ...] = (
     PLUGIN

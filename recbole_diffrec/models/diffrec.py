@@ -22,17 +22,10 @@ from recbole.utils import InputType
 from ..diffusion import (
     GaussianDiffusion,
     MLPDenoiser,
-    check_diffusion_settings,
     respace,
 )
-from .base import (
-    SparseUserRows,
-    check_fraction,
-    check_int,
-    UserBatchRecommender,
-    check_positive_int_list,
-    require_plugin_config,
-)
+from .base import SparseUserRows, UserBatchRecommender, require_plugin_config
+from .checks import DIFFREC_RULES
 
 DIFFUSION_KEYS = (
     "mean_type",
@@ -56,6 +49,7 @@ class DiffRec(UserBatchRecommender):
     input_type = InputType.LISTWISE
     # Default yaml files (recbole_diffrec/properties/model/), applied in order.
     config_files = ("DiffRec.yaml",)
+    config_rules = DIFFREC_RULES
 
     def __init__(self, config, dataset, **network_inputs):
         require_plugin_config(config, type(self).__name__)
@@ -98,32 +92,6 @@ class DiffRec(UserBatchRecommender):
             norm=config["norm"],
             dropout=config["dropout"],
         )
-
-    @staticmethod
-    def check_config(config) -> None:
-        """Reject invalid settings before any data is touched."""
-        check_diffusion_settings(
-            **diffusion_settings(config), sampling_steps=config["sampling_steps"]
-        )
-        check_positive_int_list("dims_dnn", config["dims_dnn"])
-        steps = config["inference_steps"]
-        if steps is not None and (
-            isinstance(steps, bool)
-            or not isinstance(steps, int)
-            or not 1 <= steps <= config["steps"]
-        ):
-            raise ValueError(
-                f"inference_steps: got {steps!r}; allowed: null (all steps) or an integer "
-                f"in [1, steps={config['steps']}]"
-            )
-        if steps is not None and config["sampling_steps"] > steps:
-            # Inference runs on the respaced chain, which has only inference_steps steps.
-            raise ValueError(
-                f"sampling_steps: got {config['sampling_steps']!r} with inference_steps="
-                f"{steps}; allowed: an integer in [0, inference_steps={steps}]"
-            )
-        check_int("embedding_size", config["embedding_size"], 1)
-        check_fraction("dropout", config["dropout"])
 
     def history_matrix(self, config, dataset) -> sp.csr_matrix:
         """Binary users x real-items training matrix (sparse)."""

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
-from .base import check_choice, check_fraction, check_nonnegative
+from .checks import DIFFUREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
@@ -42,13 +42,12 @@ from .sequential import (
     step_mlp,
 )
 
-ATTENTION_MASKS = ("reference", "padding")
-
 
 class DiffuRec(SequentialDiffusionRecommender):
     r"""DiffuRec as a RecBole sequential recommender (cross-entropy over all items)."""
 
     config_files = ("DiffuRec.yaml",)
+    config_rules = DIFFUREC_RULES
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -75,14 +74,6 @@ class DiffuRec(SequentialDiffusionRecommender):
         self.diffusion = build_diffusion(config)
         # Initialisation as the reference: PyTorch's defaults (N(0, 1) item embeddings,
         # uniform linear layers) but the blocks' Xavier-normal projections.
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        super().check_config(config)
-        build_diffusion(config)
-        check_fraction("emb_dropout", config["emb_dropout"])
-        check_choice("attention_mask", config["attention_mask"], ATTENTION_MASKS)
-        check_nonnegative("lambda_uncertainty", config["lambda_uncertainty"])
 
     # ------------------------------------------------------------------ approximator
     def encode_history(self, item_seq: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,7 @@ import numpy as np
 import torch
 
 from .autoencoder import ClusteredVAE, multinomial_nll
-from .base import (
-    check_choice,
-    check_fraction,
-    check_int,
-    check_nonnegative,
-    check_positive_int_list,
-)
+from .checks import LDIFFREC_RULES
 from .diffrec import DiffRec
 
 
@@ -46,10 +40,6 @@ def kl_schedule(batch: int, cap: float, steps: int) -> float:
     if steps > 0:
         return min(cap, batch / steps)
     return cap
-
-
-# Where item embeddings for the clusters come from (see recbole_diffrec.clustering).
-EMBEDDING_SOURCES = ("file", "lightgcn", "svd")
 
 
 def check_item_clusters(
@@ -83,6 +73,7 @@ class LDiffRec(DiffRec):
     r"""L-DiffRec: diffusion in the latent space of a clustered VAE."""
 
     config_files = ("DiffRec.yaml", "LDiffRec.yaml")
+    config_rules = LDIFFREC_RULES
 
     # Built with item clusters prepared beforehand (recbole_diffrec.build_model does it).
     needs_item_clusters = True
@@ -131,35 +122,6 @@ class LDiffRec(DiffRec):
             "autoencoder": (float(config["lr1"]), float(config["wd1"])),
             "denoiser": (float(config["lr2"]), float(config["wd2"])),
         }
-
-    @staticmethod
-    def check_config(config) -> None:
-        DiffRec.check_config(config)
-        n_cate = check_int("n_cate", config["n_cate"], 1)
-        check_positive_int_list("in_dims", config["in_dims"])
-        check_positive_int_list("out_dims", config["out_dims"], allow_empty=True)
-        if min(config["in_dims"]) < n_cate:
-            raise ValueError(
-                f"in_dims: got {config['in_dims']} with n_cate {n_cate}; allowed: every size "
-                f">= n_cate so that each item cluster keeps at least one latent dimension"
-            )
-        if config["n_cate"] > 1:
-            check_choice(
-                "item_emb_source", config["item_emb_source"], EMBEDDING_SOURCES
-            )
-        for key in (
-            "lamda",
-            "anneal_cap",
-            "vae_anneal_cap",
-            "lr1",
-            "lr2",
-            "wd1",
-            "wd2",
-        ):
-            check_nonnegative(key, config[key])
-        for key in ("anneal_steps", "vae_anneal_steps"):
-            check_int(key, config[key], 0)
-        check_fraction("ae_dropout", config["ae_dropout"])
 
     def optimizer_param_groups(self) -> List[Dict[str, Any]]:
         """lr1/wd1 for the autoencoder, lr2/wd2 for the denoiser (two optimizers in the

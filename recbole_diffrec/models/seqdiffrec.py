@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
-from .base import check_choice, check_fraction, check_int, check_nonnegative
+from .checks import SEQDIFFREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
@@ -46,13 +46,12 @@ from .sequential import (
     xavier_init,
 )
 
-STEP_EMBEDDING_AT = ("all", "target")
-
 
 class SeqDiffRec(SequentialDiffusionRecommender):
     r"""Du et al.'s diffusion sequential recommender (DNR denoiser, rounding layer)."""
 
     config_files = ("SeqDiffRec.yaml",)
+    config_rules = SEQDIFFREC_RULES
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -89,24 +88,6 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         nn.init.normal_(self.item_embedding.weight, 0.0, 1.0 / self.hidden_size**0.5)
         with torch.no_grad():
             self.item_embedding.weight[0].zero_()
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        super().check_config(config)
-        build_diffusion(config)
-        check_int("inference_draws", config["inference_draws"], 1)
-        step = config["inference_step"]
-        if step is not None and (
-            check_int("inference_step", step, 1) > config["steps"]
-        ):
-            raise ValueError(
-                f"inference_step: got {step!r}; allowed: an integer in [1, steps={config['steps']}]"
-            )
-        check_choice(
-            "step_embedding_at", config["step_embedding_at"], STEP_EMBEDDING_AT
-        )
-        check_fraction("dropout", config["dropout"])
-        check_nonnegative("mse_weight", config["mse_weight"])
 
     # ------------------------------------------------------------------ denoiser (DNR)
     def denoise(

@@ -12,41 +12,13 @@ from recbole.utils import InputType
 from torch import nn
 
 from ..diffusion import GaussianDiffusion
-from .base import check_fraction, check_int, require_plugin_config
-
-
-def check_sequence_config(config) -> None:
-    """Settings every sequential model here shares."""
-    check_int("MAX_ITEM_LIST_LENGTH", config["MAX_ITEM_LIST_LENGTH"], 1)
-    check_int("hidden_size", config["hidden_size"], 1)
-    check_int("n_layers", config["n_layers"], 1)
-    heads = check_int("n_heads", config["n_heads"], 1)
-    if config["hidden_size"] % heads:
-        raise ValueError(
-            f"n_heads: got {heads} with hidden_size {config['hidden_size']}; "
-            "allowed: a divisor of hidden_size"
-        )
-    check_fraction("dropout", config["dropout"])
-    if config["train_neg_sample_args"] not in (None, {}) and config[
-        "train_neg_sample_args"
-    ].get("distribution") not in (None, "none"):
-        raise ValueError(
-            "train_neg_sample_args: got "
-            f"{config['train_neg_sample_args']!r}; allowed: None (the loss ranks all items)"
-        )
+from .base import require_plugin_config
+from .checks import DeclaredSettings
 
 
 def build_diffusion(config) -> GaussianDiffusion:
-    """The model's diffusion over the target embedding; building it checks every schedule
-    setting (so ``check_config`` can call it before data is loaded)."""
-    check_int("steps", config["steps"], 1)
-    if config["noise_scale"] == 0:
-        # DiffRec's noise_scale: 0 turns diffusion off; these models diffuse the target
-        # item's embedding and have nothing to learn without noise.
-        raise ValueError(
-            f"noise_scale: got {config['noise_scale']!r}; allowed: a number in (0, 1] "
-            "(the sequential models need noise on the target embedding)"
-        )
+    """The model's diffusion over the target embedding (its settings are checked by the
+    model's ``config_rules`` first)."""
     return GaussianDiffusion(
         mean_type="x0",
         noise_schedule=config["noise_schedule"],
@@ -235,7 +207,7 @@ def xavier_init(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class SequentialDiffusionRecommender(SequentialRecommender):
+class SequentialDiffusionRecommender(DeclaredSettings, SequentialRecommender):
     """Base class: config check before RecBole builds anything; CE-style pointwise input."""
 
     input_type = InputType.POINTWISE
@@ -248,10 +220,6 @@ class SequentialDiffusionRecommender(SequentialRecommender):
         require_plugin_config(config, type(self).__name__)
         self.check_config(config)
         super().__init__(config, dataset)
-
-    @classmethod
-    def check_config(cls, config) -> None:
-        check_sequence_config(config)
 
     def history(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(item_seq, item_seq_len)`` of a batch, refusing samples without history."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .checks import LTDIFFREC_RULES, TDIFFREC_RULES
 from .diffrec import DiffRec
 from .ldiffrec import LDiffRec
 
@@ -42,21 +43,6 @@ def time_weights(
     out = np.empty(n, dtype=np.float64)
     out[order] = weights
     return out
-
-
-def check_time_weights(config) -> None:
-    w_min, w_max = config["w_min"], config["w_max"]
-    for key, value in (("w_min", w_min), ("w_max", w_max)):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not 0 < value <= 1
-        ):
-            raise ValueError(f"{key}: got {value!r}; allowed: a number in (0, 1]")
-    if w_min > w_max:
-        raise ValueError(
-            f"w_min: got {w_min!r} with w_max {w_max!r}; allowed: w_min <= w_max"
-        )
 
 
 class TimeWeightedRows:
@@ -94,10 +80,7 @@ class TDiffRec(TimeWeightedRows, DiffRec):
 
     config_files = ("DiffRec.yaml", "TDiffRec.yaml")
 
-    @staticmethod
-    def check_config(config) -> None:
-        DiffRec.check_config(config)
-        check_time_weights(config)
+    config_rules = TDIFFREC_RULES
 
 
 class LTDiffRec(TimeWeightedRows, LDiffRec):
@@ -105,7 +88,4 @@ class LTDiffRec(TimeWeightedRows, LDiffRec):
 
     config_files = ("DiffRec.yaml", "LDiffRec.yaml", "TDiffRec.yaml")
 
-    @staticmethod
-    def check_config(config) -> None:
-        LDiffRec.check_config(config)
-        check_time_weights(config)
+    config_rules = LTDIFFREC_RULES
