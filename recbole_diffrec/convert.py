@@ -24,9 +24,13 @@ import json
 import os
 from logging import getLogger
 from pathlib import Path
-from typing import Dict, Sequence
+import sys
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from .errors import BadInputError, MissingInputError, debug_enabled
+from .utils import write_atomically
 
 SPLITS = ("train", "valid", "test")
 HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
@@ -35,18 +39,25 @@ HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
 def load_pairs(path: Path) -> np.ndarray:
     """A release file as an (n, 2) int64 array; one clear error for anything else."""
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{path}: missing; the release needs {', '.join(s + '_list.npy' for s in SPLITS)}"
         )
-    pairs = np.load(path, allow_pickle=False)
+    try:
+        pairs = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        # Truncated, pickled or not an .npy file at all: numpy's message names no file.
+        raise BadInputError(
+            f"{path}: not a readable .npy array ({err}); allowed: an integer (n, 2) array "
+            "saved by numpy.save"
+        ) from err
     if pairs.ndim != 2 or pairs.shape[1] != 2:
-        raise ValueError(
+        raise BadInputError(
             f"{path}: has shape {pairs.shape}; allowed: (n, 2) rows of (user, item)"
         )
     if not np.issubdtype(pairs.dtype, np.integer):
-        raise ValueError(f"{path}: has dtype {pairs.dtype}; allowed: integer ids")
+        raise BadInputError(f"{path}: has dtype {pairs.dtype}; allowed: integer ids")
     if len(pairs) and pairs.min() < 0:
-        raise ValueError(f"{path}: holds negative ids; allowed: ids >= 0")
+        raise BadInputError(f"{path}: holds negative ids; allowed: ids >= 0")
     return pairs.astype(np.int64)
 
 
@@ -70,13 +81,14 @@ def convert_release(
 
 
 def write_inter(path: Path, table: np.ndarray) -> Path:
-    """Write (user, item, timestamp) rows as a RecBole ``.inter`` file, atomically."""
-    partial = path.with_suffix(".partial")
-    with open(partial, "w", encoding="utf-8") as f:
-        f.write(HEADER)
-        np.savetxt(f, table, fmt="%d", delimiter="\t")
-    os.replace(partial, path)
-    return path
+    """Write (user, item, timestamp) rows as a RecBole ``.inter`` file, atomically (a
+    converter killed half-way leaves no file a later run would take as finished)."""
+
+    def write(handle) -> None:
+        handle.write(HEADER)
+        np.savetxt(handle, table, fmt="%d", delimiter="\t")
+
+    return write_atomically(path, write)
 
 
 def read_sequences(path: os.PathLike) -> np.ndarray:
@@ -88,44 +100,64 @@ def read_sequences(path: os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"sequence_file: {path} does not exist (relative paths are read from "
             f"{os.getcwd()})"
         )
     users, items, seen = [], [], set()
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-                user, sequence = record["user"], record["items"]
-            except (ValueError, KeyError, TypeError) as err:
-                raise ValueError(
-                    f'{where}: expected {{"user": int, "items": [int, ...]}} ({err})'
-                ) from None
-            if not isinstance(sequence, list) or not all(
-                isinstance(i, int) and not isinstance(i, bool) for i in sequence
-            ):
-                raise ValueError(f"{where}: items must be a list of integer ids")
-            if len(sequence) < 2:
-                raise ValueError(
-                    f"{where}: user {user} has a sequence of length {len(sequence)}; "
-                    "allowed: length >= 2 (a history item and a target)"
-                )
-            if min(sequence) < 1:
-                raise ValueError(
-                    f"{where}: item ids start at 1 (0 is the padding item); got {min(sequence)}"
-                )
-            if user in seen:
-                raise ValueError(f"{where}: user {user} appears on more than one line")
-            seen.add(user)
-            users.append(np.full(len(sequence), user, dtype=np.int64))
-            items.append(np.asarray(sequence, dtype=np.int64))
+    for number, line in enumerate(_text_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        user, sequence = _parse_sequence(where, line)
+        if user in seen:
+            raise BadInputError(f"{where}: user {user} appears on more than one line")
+        seen.add(user)
+        users.append(np.full(len(sequence), user, dtype=np.int64))
+        items.append(np.asarray(sequence, dtype=np.int64))
     if not users:
-        raise ValueError(f"{path}: holds no sequences")
+        raise BadInputError(f"{path}: holds no sequences")
     return np.column_stack([np.concatenate(users), np.concatenate(items)])
+
+
+def _text_lines(path: Path) -> List[str]:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise BadInputError(
+            f"{path}:{line}: not UTF-8 text (byte {err.start}); allowed: UTF-8 JSON lines"
+        ) from None
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_sequence(where: str, line: str) -> Tuple[int, list]:
+    """One line's (user, items), checked."""
+    try:
+        record = json.loads(line)
+        user, sequence = record["user"], record["items"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise BadInputError(
+            f'{where}: expected {{"user": int, "items": [int, ...]}} ({err})'
+        ) from None
+    if not _is_id(user):
+        raise BadInputError(f"{where}: user: got {user!r}; allowed: an integer id")
+    if not isinstance(sequence, list) or not all(_is_id(i) for i in sequence):
+        raise BadInputError(f"{where}: items must be a list of integer ids")
+    if len(sequence) < 2:
+        raise BadInputError(
+            f"{where}: user {user} has a sequence of length {len(sequence)}; "
+            "allowed: length >= 2 (a history item and a target)"
+        )
+    if min(sequence) < 1:
+        raise BadInputError(
+            f"{where}: item ids start at 1 (0 is the padding item); got {min(sequence)}"
+        )
+    return user, sequence
 
 
 def convert_sequences(
@@ -156,7 +188,7 @@ def ensure_release_converted(config) -> None:
         return
     suffixes: Sequence[str] = config["benchmark_filename"] or ()
     if list(suffixes) != list(SPLITS):
-        raise ValueError(
+        raise BadInputError(
             f"benchmark_filename: got {suffixes!r}; a release_path dataset needs {list(SPLITS)}"
         )
     data_dir = Path(config["data_path"])
@@ -164,7 +196,7 @@ def ensure_release_converted(config) -> None:
     if all((data_dir / f"{name}.{s}.inter").is_file() for s in SPLITS):
         return
     if not Path(release).is_dir():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"release_path: {release} is not a directory (relative paths are read from "
             f"{os.getcwd()}); it should hold {', '.join(s + '_list.npy' for s in SPLITS)}"
         )
@@ -172,7 +204,20 @@ def ensure_release_converted(config) -> None:
     convert_release(release, data_dir, name)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
+    """The converter's command line: one ``error:`` line and exit status 2 for bad input
+    (the traceback only with the ``RECBOLE_DIFFREC_DEBUG=1`` environment variable)."""
+    try:
+        _convert(argv)
+    except BadInputError as err:
+        if debug_enabled():
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _convert(argv: Sequence[str] | None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--input",
@@ -194,4 +239,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,8 @@ import os
 import sys
 import tempfile
 from enum import Enum
-from typing import Any, Dict, Iterator, Optional
+from pathlib import Path
+from typing import IO, Any, Callable, Dict, Iterator, Optional
 
 import yaml
 
@@ -54,3 +55,32 @@ def settings_file(settings: Dict[str, Any], folder: Optional[str] = None) -> str
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         yaml.safe_dump(plain(settings), f, sort_keys=True)
     return name
+
+
+def write_atomically(
+    path: os.PathLike, write: Callable[[IO], None], binary: bool = False
+) -> Path:
+    """Write ``path`` through ``write(handle)`` into a sibling temporary file, then rename it
+    over ``path``: a reader (or a rerun after a crash) sees the old file or the whole new one,
+    never a half-written one. The temporary name is unique, so concurrent writers never mix.
+    """
+    path = Path(path)
+    fd, partial = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+    )
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **_text(binary)) as handle:
+            write(handle)
+        os.replace(partial, path)
+    except BaseException:
+        os.unlink(partial)
+        raise
+    return path
+
+
+def write_text_atomically(path: os.PathLike, text: str) -> Path:
+    return write_atomically(path, lambda handle: handle.write(text))
+
+
+def _text(binary: bool) -> Dict[str, Any]:
+    return {} if binary else {"encoding": "utf-8", "newline": ""}
