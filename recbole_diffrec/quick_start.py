@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from logging import getLogger
 from typing import Any, Dict, List, Optional, Union
@@ -16,6 +17,7 @@ from .models.checks import RUN, check_settings
 from .pipeline import build_model
 from .registry import get_model
 from .trainer import CHECKPOINT_FORMAT, decode_array, get_trainer, load_checkpoint
+from .training_state import latest_state_file
 
 
 def check_model_config(config) -> None:
@@ -54,6 +56,9 @@ def run(
     model = build_model(config, train_data.dataset)
     getLogger().info(model)
     trainer = (trainer_class or get_trainer(config.model_class))(config, model)
+    resume = resume_file(config)
+    if resume is not None:
+        trainer.resume_training(resume)
     result = fit_and_test(trainer, train_data, valid_data, test_data, saved)
     return {
         "model": config["model"],
@@ -62,8 +67,32 @@ def run(
         "valid_score_bigger": config["valid_metric_bigger"],
         **result,
         "model_file": trainer.saved_model_file if saved else None,
+        "state_file": getattr(trainer, "state_file", None) if saved else None,
+        "valid_curve": list(getattr(trainer, "valid_curve", [])),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def resume_file(config) -> Optional[str]:
+    """The training-state file the ``resume`` setting names: a path, or ``auto`` for the
+    newest one of this model and dataset in ``checkpoint_dir`` (none yet: a fresh start).
+    """
+    resume = config["resume"]
+    if not resume:
+        return None
+    if str(resume).lower() != "auto":
+        if not os.path.isfile(resume):
+            raise FileNotFoundError(f"resume: no training-state file {resume}")
+        return str(resume)
+    found = latest_state_file(
+        config["checkpoint_dir"], config["model"], config["dataset"]
+    )
+    if found is None:
+        getLogger().warning(
+            f"resume=auto: no training state for {config['model']} on "
+            f"{config['dataset']} in {config['checkpoint_dir']}; starting afresh"
+        )
+    return found
 
 
 def load_splits(config):

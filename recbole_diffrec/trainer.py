@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import pickle
 from functools import lru_cache
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +23,14 @@ from recbole.utils import set_color
 
 from .models.checks import LR_DECAY, check_settings
 from .registry import is_plugin_model, registry_name
+from .training_state import (
+    STATE_FORMAT,
+    capture_rng,
+    exact_floats,
+    restore_rng,
+    save_atomic,
+    state_file_for,
+)
 from .utils import plain
 
 CHECKPOINT_FORMAT = "recbole_diffrec-checkpoint-1"
@@ -69,21 +77,60 @@ def decode_array(value: Any) -> Any:
 def load_checkpoint(
     path: str, trusted: bool = False, map_location=None
 ) -> Dict[str, Any]:
-    """Read a checkpoint; unpickle arbitrary objects only when ``trusted``."""
+    """Read a checkpoint; unpickle arbitrary objects only when ``trusted``. A missing,
+    truncated or foreign file is one error naming it (torch's own range from KeyError to
+    EOFError with no message)."""
+    # Imported here: this edit stays inside the function (the import block is shared).
+    from .errors import BadInputError, MissingInputError
+
+    allowed = "allowed: a model file saved by a run (saved/<model>-<date>.pth)"
+    if not os.path.isfile(path):
+        raise MissingInputError(f"checkpoint {path}: does not exist; {allowed}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    # torch.save writes a zip archive (PK..); torch's legacy format is a pickle (0x80).
+    if not (magic.startswith(b"PK") or magic.startswith(b"\x80")):
+        raise BadInputError(
+            f"checkpoint {path}: not a torch checkpoint (starts with {magic!r}); {allowed}"
+        )
     try:
         return torch.load(path, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as err:
-        raise ValueError(
+        if "Weights only load failed" not in str(err):
+            raise BadInputError(f"checkpoint {path}: unreadable ({err}); {allowed}")
+        raise BadInputError(
             f"checkpoint {path}: holds pickled Python objects (e.g. a RecBole checkpoint) and "
             "was not loaded; pass trusted=True only if you trust where the file came from"
         ) from err
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
+        first = (str(err).splitlines() or [""])[0][:120]
+        raise BadInputError(
+            f"checkpoint {path}: truncated or not a torch checkpoint "
+            f"({type(err).__name__}: {first}); {allowed}"
+        ) from err
+
+
+class NonFiniteLossError(ValueError):
+    """A training loss became NaN or infinite."""
 
 
 class SafeCheckpointMixin:
-    """Overrides the three places RecBole's trainers write and read checkpoints."""
+    """Overrides the three places RecBole's trainers write and read checkpoints, writes a
+    training-state file at epoch boundaries (see :mod:`.training_state`) and resumes from
+    one, and stops on the first non-finite loss."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        self.valid_curve: list = []  # one entry per evaluation, kept across resumes
+        self.state_file: Optional[str] = None
+        self._pending_rng: Optional[Dict[str, Any]] = None
+        self._train_generator: Optional[torch.Generator] = None
+        self._saving = False
+        self._epochs_done = 0
+        every = config["checkpoint_every"] if "checkpoint_every" in config else None
+        self.checkpoint_every = int(
+            every if every is not None else max(self.eval_step, 1)
+        )
         # RecBole's TraditionalTrainer (EASE, ItemKNN, ...) sets epochs = 1 after eval_step
         # was clamped to the configured epochs: with eval_step > 1 it never evaluates, never
         # saves, and evaluate(load_best_model=True) then fails on a missing file.
@@ -161,6 +208,145 @@ class SafeCheckpointMixin:
         self.logger.info(
             f"Checkpoint loaded. Resume training from epoch {self.start_epoch}"
         )
+
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+    ):
+        self._saving = bool(saved)
+        self._epochs_done = self.start_epoch
+        self._train_generator = getattr(train_data, "generator", None)
+        if saved and self.state_file is None:
+            self.state_file = state_file_for(self.saved_model_file)
+        if self._pending_rng is not None:
+            # Last, after the model, trainer and dataloaders drew their own numbers.
+            restore_rng(self._pending_rng, self._train_generator)
+            self._pending_rng = None
+            if self._training_ended():
+                # RecBole's fit would overwrite the best model with the current one.
+                self.logger.info("The resumed run had finished training.")
+                return self.best_valid_score, self.best_valid_result
+        result = super().fit(
+            train_data, valid_data, verbose, saved, show_progress, callback_fn
+        )
+        if self._saving and self.checkpoint_every > 0:
+            self._write_training_state(self._epochs_done)
+        return result
+
+    def _training_ended(self) -> bool:
+        stopped = self.cur_step > self.stopping_step  # RecBole's early-stopping rule
+        return self.start_epoch >= self.epochs or stopped
+
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        every = self.checkpoint_every
+        if self._saving and every > 0 and epoch_idx > self.start_epoch:
+            if epoch_idx % every == 0:
+                self._write_training_state(epoch_idx)
+        model = self.model
+        own = model.__dict__.get("calculate_loss")
+        guarded = self._guard_loss(model.calculate_loss, epoch_idx, len(train_data))
+        model.calculate_loss = guarded
+        try:
+            loss = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+            self._epochs_done = epoch_idx + 1
+            return loss
+        finally:
+            if own is None:
+                del model.calculate_loss
+            else:
+                model.calculate_loss = own
+
+    def _guard_loss(self, loss_func: Callable, epoch_idx: int, batches: int):
+        """``loss_func`` that raises :class:`NonFiniteLossError` on a NaN/Inf loss, before
+        the optimizer step, so the model and the files written so far stay good."""
+        counter = iter(range(1, batches + 1))
+
+        def guarded(interaction):
+            losses = loss_func(interaction)
+            batch = next(counter, batches)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            if not all(bool(torch.isfinite(part).all()) for part in parts):
+                message = self._non_finite_message(epoch_idx, batch, batches)
+                raise NonFiniteLossError(message)
+            return losses
+
+        return guarded
+
+    def _non_finite_message(self, epoch_idx: int, batch: int, batches: int) -> str:
+        kept = [f for f in (self.state_file, self.saved_model_file) if f]
+        kept = [f for f in kept if os.path.exists(f)]
+        return (
+            f"training loss is not finite (NaN or Inf) at epoch {epoch_idx}, batch {batch} "
+            f"(of {batches}); usually a learning rate too high for the model, "
+            "or noise schedule bounds (noise_min, noise_max, noise_scale, beta range) that "
+            "make a step divide by ~0. "
+            + (
+                "Last good files kept: " + ", ".join(kept)
+                if kept
+                else "No checkpoint was written yet."
+            )
+        )
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.valid_curve.append(
+            {"epoch": self._epochs_done - 1, "score": float(score), **plain(result)}
+        )
+        return score, result
+
+    def _write_training_state(self, epochs_done: int) -> None:
+        """Everything the next epoch depends on, at an epoch boundary (after evaluation)."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        state = {
+            "format": STATE_FORMAT,
+            "model": self.config["model"],
+            "dataset": self.config["dataset"],
+            "external_config": plain(self.config.external_config_dict),
+            "epochs_done": int(epochs_done),
+            "cur_step": int(self.cur_step),
+            "best_valid_score": float(self.best_valid_score),
+            "best_valid_result": exact_floats(plain(self.best_valid_result)),
+            "best_model_file": self.saved_model_file,
+            "train_loss": exact_floats(
+                [[int(e), plain(v)] for e, v in self.train_loss_dict.items()]
+            ),
+            "valid_curve": exact_floats(plain(self.valid_curve)),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": encode_array(self.model.other_parameter()),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": capture_rng(self._train_generator),
+        }
+        save_atomic(state, self.state_file)
+
+    def resume_training(self, state_file: str) -> None:
+        """Load a training-state file; the next :meth:`fit` continues after its epoch."""
+        state = load_checkpoint(str(state_file), map_location="cpu")
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"resume: {state_file} is not a training-state file")
+        for key in ("model", "dataset"):
+            if state[key] != self.config[key]:
+                raise ValueError(
+                    f"resume: {state_file} was written for {key} {state[key]}, "
+                    f"this run is {self.config[key]}"
+                )
+        self._restore_model(state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.start_epoch = state["epochs_done"]
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        self.saved_model_file = state["best_model_file"]
+        self.train_loss_dict = {e: loss for e, loss in state["train_loss"]}
+        self.valid_curve = list(state["valid_curve"])
+        self.state_file = str(state_file)
+        self._pending_rng = state["rng"]  # restored in fit, after everything else drew
+        self.logger.info(f"Resuming from {state_file} at epoch {self.start_epoch}")
 
     @torch.no_grad()
     def evaluate(

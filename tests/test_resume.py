@@ -1,0 +1,168 @@
+"""Exact resume: a run SIGKILLed mid-training and resumed from its training-state file in
+a new process ends with the validation curve and test metrics of an uninterrupted run,
+bit for bit on CPU; a NaN loss stops the run with one clear error and keeps the files.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import FAST, PAPER_PROTOCOL_YAML, ROOT, make_release, release_settings
+from recbole_diffrec.training_state import STATE_FORMAT
+
+SEQUENCE_YAML = str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")
+SEQ_TINY = {
+    "state": "WARNING",
+    "show_progress": False,
+    "hidden_size": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "dropout": 0.0,
+    "emb_dropout": 0.0,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "train_batch_size": 64,
+    "eval_batch_size": 256,
+    "steps": 24,
+}
+SVD = {"item_emb_source": "svd", "item_emb_svd_dim": 16}
+
+# Run trainings one after another in a fresh process. A run's "kill" = [epoch, batch]
+# SIGKILLs the process when that batch's loss is computed (batch counted from 1), "test"
+# when the test evaluation starts; each finished run's result is written as json.
+SCRIPT = r"""
+import json, os, signal, sys
+from recbole_diffrec import run
+from recbole_diffrec.registry import get_model
+from recbole_diffrec.trainer import get_trainer
+
+job = json.loads(os.environ["RESUME_JOB"])
+sys.argv = sys.argv[:1]
+
+
+def killing(kill):
+    class Killing(get_trainer(get_model(job["model"]))):
+        def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+            model, batches = self.model, iter(range(1, 10**9))
+            original = model.calculate_loss
+
+            def loss(interaction):
+                if kill == [epoch_idx, next(batches)]:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return original(interaction)
+
+            model.calculate_loss = loss
+            try:
+                return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+            finally:
+                del model.calculate_loss
+
+        def evaluate(self, eval_data, load_best_model=True, **kwargs):
+            if kill == "test" and load_best_model:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().evaluate(eval_data, load_best_model=load_best_model, **kwargs)
+
+    return Killing
+
+
+for one in job["runs"]:
+    result = run(
+        job["model"], job["dataset"], job["config_files"], one["settings"],
+        trainer_class=killing(one.get("kill")),
+    )
+    keep = ("valid_curve", "best_valid_result", "test_result", "model_file", "state_file")
+    with open(one["out"], "w") as f:
+        json.dump({k: result[k] for k in keep}, f)
+"""
+
+
+def train(workdir, model, dataset, config_files, runs, killed):
+    """Run SCRIPT for ``runs`` ([{"settings", "kill"}]) in one new process; their
+    results (None for a killed one)."""
+    for i, one in enumerate(runs):
+        one["out"] = str(workdir / f"result{i}.json")
+    job = {
+        "model": model,
+        "dataset": dataset,
+        "config_files": config_files,
+        "runs": runs,
+    }
+    env = {**os.environ, "RESUME_JOB": json.dumps(job), "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=workdir, env=env, capture_output=True
+    )
+    expected = -9 if killed else 0
+    assert proc.returncode == expected, proc.stderr.decode()[-3000:]
+    return [
+        json.loads(open(one["out"]).read()) if os.path.exists(one["out"]) else None
+        for one in runs
+    ]
+
+
+def general_job(workdir):
+    """A generated dataset in the DiffRec release format, small enough for seconds."""
+    folder = workdir / "release"
+    make_release(folder, users=200, items=120)
+    return "toy", release_settings(folder, workdir, **FAST), [PAPER_PROTOCOL_YAML]
+
+
+def sequence_job(workdir):
+    from recbole_diffrec.synthetic import generate_sequences, write_sequences
+
+    path = write_sequences(
+        generate_sequences(60, 30, 6, 12, follow=0.9, seed=0), workdir / "gen.jsonl"
+    )
+    settings = {
+        **SEQ_TINY,
+        "sequence_file": str(path),
+        "data_path": str(workdir / "data"),
+    }
+    return "gen-seq", settings, [SEQUENCE_YAML]
+
+
+# model, extra settings, kill point ([epoch, batch] or "test"), epochs
+CASES = {
+    "DiffRec-mid-epoch": ("DiffRec", {}, [2, 3], 4),
+    "LDiffRec-first-batch": ("LDiffRec", SVD, [1, 1], 3),
+    "TDiffRec-test": ("TDiffRec", {}, "test", 2),
+    "DiffuRec-mid-epoch": ("DiffuRec", {}, [2, 2], 3),
+    "BPR-mid-epoch": ("BPR", {}, [1, 5], 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_killed_run_resumes_bit_for_bit(workdir, case):
+    model, extra, kill, epochs = CASES[case]
+    job = sequence_job if model == "DiffuRec" else general_job
+    dataset, base, files = job(workdir)
+    settings = {**base, **extra, "epochs": epochs, "stopping_step": 10}
+    # The uninterrupted run, then the same run killed (own folders: names have seconds).
+    whole, _ = train(
+        workdir,
+        model,
+        dataset,
+        files,
+        [
+            {"settings": {**settings, "checkpoint_dir": str(workdir / "whole")}},
+            {"settings": {**settings, "checkpoint_dir": "saved"}, "kill": kill},
+        ],
+        killed=True,
+    )
+    (state,) = sorted((workdir / "saved").glob("*.state"))
+    saved = torch.load(state, weights_only=True)
+    assert saved["format"] == STATE_FORMAT
+    assert saved["epochs_done"] == (epochs if kill == "test" else kill[0])
+
+    # Resumed in a new process.
+    resume = {**settings, "checkpoint_dir": "saved", "resume": str(state)}
+    (resumed,) = train(
+        workdir, model, dataset, files, [{"settings": resume}], killed=False
+    )
+    assert len(resumed["valid_curve"]) == epochs
+    assert resumed["valid_curve"] == whole["valid_curve"]
+    assert resumed["best_valid_result"] == whole["best_valid_result"]
+    assert resumed["test_result"] == whole["test_result"]
+    assert resumed["state_file"] == str(state)
