@@ -166,3 +166,43 @@ def test_killed_run_resumes_bit_for_bit(workdir, case):
     assert resumed["best_valid_result"] == whole["best_valid_result"]
     assert resumed["test_result"] == whole["test_result"]
     assert resumed["state_file"] == str(state)
+
+
+def test_nan_loss_stops_with_one_error_and_keeps_a_resumable_state(workdir):
+    from recbole_diffrec import run
+    from recbole_diffrec.registry import get_model
+    from recbole_diffrec.trainer import NonFiniteLossError, get_trainer
+
+    dataset, base, files = general_job(workdir)
+    settings = {**base, "epochs": 4}
+
+    class NaNAtEpoch2Batch3(get_trainer(get_model("DiffRec"))):
+        def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+            model, batches = self.model, iter(range(1, 10**9))
+            original = model.calculate_loss
+
+            def loss(interaction):
+                value = original(interaction)
+                if (epoch_idx, next(batches)) == (2, 3):
+                    return value * float("nan")
+                return value
+
+            model.calculate_loss = loss
+            try:
+                return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+            finally:
+                del model.calculate_loss
+
+    with pytest.raises(NonFiniteLossError) as err:
+        run("DiffRec", dataset, files, settings, trainer_class=NaNAtEpoch2Batch3)
+    message = str(err.value)
+    (state,) = sorted((workdir / "saved").glob("*.state"))
+    assert "epoch 2, batch 3 (of 4)" in message and "learning rate" in message
+    assert str(state) in message or os.path.basename(state) in message
+    saved = torch.load(state, weights_only=True)
+    assert saved["epochs_done"] == 2 and len(saved["valid_curve"]) == 2
+    assert os.path.exists(saved["best_model_file"])
+
+    resumed = run("DiffRec", dataset, files, {**settings, "resume": "auto"})
+    assert resumed["state_file"].endswith(state.name)
+    assert [e["epoch"] for e in resumed["valid_curve"]] == [0, 1, 2, 3]
