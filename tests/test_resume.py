@@ -123,19 +123,34 @@ def sequence_job(workdir):
     return "gen-seq", settings, [SEQUENCE_YAML]
 
 
-# model, extra settings, kill point ([epoch, batch] or "test"), epochs
-CASES = {
-    "DiffRec-mid-epoch": ("DiffRec", {}, [2, 3], 4),
-    "LDiffRec-first-batch": ("LDiffRec", SVD, [1, 1], 3),
-    "TDiffRec-test": ("TDiffRec", {}, "test", 2),
-    "DiffuRec-mid-epoch": ("DiffuRec", {}, [2, 2], 3),
-    "BPR-mid-epoch": ("BPR", {}, [1, 5], 3),
-}
+EPOCHS = 3
+# Kill points: right after a state file was written (the first batch of epoch 1), in the
+# middle of an epoch, and after training ended (the test evaluation).
+KILLS = {"first-batch": [1, 1], "mid-epoch": [2, 2], "test": "test"}
+MODELS = {"DiffRec": {}, "LDiffRec": SVD, "TDiffRec": {}, "DiffuRec": {}, "BPR": {}}
+# Each case starts Python three times (about a minute on a busy 2-core machine), so the
+# default suite kills two; RECBOLE_DIFFREC_SLOW=1 runs the whole matrix.
+QUICK = {("DiffRec", "mid-epoch"), ("BPR", "first-batch")}
+SLOW = os.environ.get("RECBOLE_DIFFREC_SLOW") == "1"
+CASES = [
+    pytest.param(
+        model,
+        point,
+        id=f"{model}-{point}",
+        marks=(
+            []
+            if SLOW or (model, point) in QUICK
+            else [pytest.mark.skip(reason="set RECBOLE_DIFFREC_SLOW=1")]
+        ),
+    )
+    for model in MODELS
+    for point in KILLS
+]
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_killed_run_resumes_bit_for_bit(workdir, case):
-    model, extra, kill, epochs = CASES[case]
+@pytest.mark.parametrize("model, point", CASES)
+def test_killed_run_resumes_bit_for_bit(workdir, model, point):
+    extra, kill, epochs = MODELS[model], KILLS[point], EPOCHS
     job = sequence_job if model == "DiffuRec" else general_job
     dataset, base, files = job(workdir)
     settings = {**base, **extra, "epochs": epochs, "stopping_step": 10}
@@ -206,3 +221,19 @@ def test_nan_loss_stops_with_one_error_and_keeps_a_resumable_state(workdir):
     resumed = run("DiffRec", dataset, files, {**settings, "resume": "auto"})
     assert resumed["state_file"].endswith(state.name)
     assert [e["epoch"] for e in resumed["valid_curve"]] == [0, 1, 2, 3]
+
+
+def test_a_resumed_trial_counts_the_evaluations_before_the_interruption():
+    from recbole_diffrec.tune.trial import _Reporter
+
+    sent = []
+    reporter = _Reporter("ndcg@10", True, 7, sent.append)
+    reporter.replay(
+        [
+            {"epoch": 0, "score": 0.2, "ndcg@10": 0.2},
+            {"epoch": 1, "score": 0.1, "ndcg@10": 0.1},
+        ]
+    )
+    assert sent == []  # Ray already has these reports
+    assert (reporter.best, reporter.best_epoch, reporter.epoch) == (0.2, 1, 2)
+    assert reporter.last["valid_score"] == 0.1

@@ -18,6 +18,7 @@ from ..compat import trial_info, tune_report
 from ..quick_start import run
 from ..registry import get_model
 from ..trainer import get_trainer
+from ..training_state import STATE_SUFFIX
 from ..utils import plain_argv
 
 
@@ -47,6 +48,17 @@ class _Reporter:
         self.epoch = 0
 
     def evaluation(self, trainer, epoch_idx: int, valid_score, valid_result) -> None:
+        self._record(epoch_idx, valid_score, valid_result)
+        self._send(model_file=trainer.saved_model_file)
+
+    def replay(self, valid_curve) -> None:
+        """A trial resumed from its training state: the evaluations before the
+        interruption count towards the best (reported again with the next one)."""
+        for entry in valid_curve:
+            result = {k: v for k, v in entry.items() if k not in ("epoch", "score")}
+            self._record(int(entry["epoch"]), entry["score"], result)
+
+    def _record(self, epoch_idx: int, valid_score, valid_result) -> None:
         score = float(valid_result.get(self.metric, valid_score))
         if self.best is None or (
             score > self.best if self.bigger else score < self.best
@@ -57,7 +69,6 @@ class _Reporter:
             "valid_score": score,
             **{f"valid_{k}": float(v) for k, v in valid_result.items()},
         }
-        self._send(model_file=trainer.saved_model_file)
 
     def invalid(self, err: Exception) -> None:
         # The worst score, so the scheduler and the search never prefer it.
@@ -91,7 +102,9 @@ class _Reporter:
         )
 
 
-def _reporting_trainer(base: type, on_evaluation_done: Callable) -> type:
+def _reporting_trainer(
+    base: type, on_evaluation_done: Callable, on_resume: Callable
+) -> type:
     class ReportingTrainer(base):
         """Reports validation metrics to Ray after every evaluation."""
 
@@ -118,6 +131,7 @@ def _reporting_trainer(base: type, on_evaluation_done: Callable) -> type:
                 if callback_fn:
                     callback_fn(epoch_idx, valid_score)
 
+            on_resume(getattr(self, "valid_curve", []))  # empty unless resumed
             return super().fit(
                 train_data, valid_data, verbose, saved, show_progress, on_evaluation
             )
@@ -139,6 +153,10 @@ def _write_settings(
         "checkpoint_dir": str(trial_dir / "checkpoints"),
         **device_settings(ray.get_gpu_ids()),
     }
+    # A restarted trial (a resumed search, a failed worker) continues from the training
+    # state its first start left instead of training again from epoch 0.
+    if any((trial_dir / "checkpoints").glob(f"*{STATE_SUFFIX}")):
+        settings["resume"] = "auto"
     if job.get("item_emb_cache_dir") and "item_emb_cache_dir" not in job["fixed"]:
         settings["item_emb_cache_dir"] = job["item_emb_cache_dir"]
     path = trial_dir / "settings.yaml"
@@ -169,7 +187,9 @@ def run_trial(params: Dict[str, Any], job: Dict[str, Any]) -> None:
                 job["dataset"],
                 config_file_list=list(job["config_files"]) + [str(settings_path)],
                 saved=True,
-                trainer_class=_reporting_trainer(base, reporter.evaluation),
+                trainer_class=_reporting_trainer(
+                    base, reporter.evaluation, reporter.replay
+                ),
             )
     except ValueError as err:
         if reporter.last is not None:
