@@ -6,15 +6,26 @@
 Any other ``--key=value`` is a RecBole/plugin setting (RecBole's Config reads them). With
 ``--tune`` the command runs a Ray Tune search (``recbole_diffrec.tune``); tune options such
 as ``--num_samples`` or ``--address`` override the search file's ``tune`` section.
+
+Bad input (a setting, a yaml or atomic file, a release, a search space) ends in one
+``error: ...`` line on stderr and exit status 2; ``--debug`` (or the environment variable
+``RECBOLE_DIFFREC_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Optional, Sequence
+import warnings
+from typing import Iterator, List, Optional, Sequence
 
+from .errors import debug_enabled
 from .quick_start import run
+
+# What a bad input raises: the plugin's BadInputError is a ValueError; RecBole and Ray
+# raise these for missing files and an unreachable cluster.
+INPUT_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -42,8 +53,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=None,
         help="search-space yaml: run a Ray Tune search instead of one training run",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback behind an error: line (also RECBOLE_DIFFREC_DEBUG=1)",
+    )
     args, rest = parser.parse_known_args(argv)
+    debug = args.debug or debug_enabled()
+    try:
+        with _settings_argv(rest, argv is not None), _short_warnings():
+            return _main(args, rest)
+    except INPUT_ERRORS as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
+
+@contextlib.contextmanager
+def _settings_argv(rest: List[str], explicit: bool) -> Iterator[None]:
+    """RecBole's Config reads settings from sys.argv: give it the --key=value arguments
+    this parser left; a call with explicit arguments adds them to the process's own."""
+    for arg in rest:
+        if not arg.startswith("--") or "=" not in arg:
+            raise ValueError(f"unexpected argument {arg!r}; allowed: --key=value")
+    saved = sys.argv
+    sys.argv = (saved if explicit else saved[:1]) + list(rest)
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+@contextlib.contextmanager
+def _short_warnings() -> Iterator[None]:
+    """Warnings as ``warning: <message>`` lines, without Python's source location."""
+    saved = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = saved
+
+
+def _main(args, rest) -> int:
     if args.list:
         from .registry import available_models
 
@@ -59,11 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     if args.tune:
         return _tune(args, config_files or [], rest)
-    try:
-        result = run(args.model, args.dataset, config_file_list=config_files)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    result = run(args.model, args.dataset, config_file_list=config_files)
     for label, key in (
         ("best valid", "best_valid_result"),
         ("test result", "test_result"),
@@ -82,20 +131,11 @@ def _tune(args, config_files, rest) -> int:
 
     options, fixed = {}, {}
     for arg in rest:
-        if not arg.startswith("--") or "=" not in arg:
-            print(
-                f"error: unexpected argument {arg!r}; use --key=value", file=sys.stderr
-            )
-            return 2
         key, value = arg[2:].split("=", 1)
         target = options if key in tune.TUNE_OPTIONS else fixed
         target[key] = tune.parse_cli_value(value)
-    try:
-        summary = tune.run_search(
-            args.model, args.dataset, args.tune, config_files, fixed, options
-        )
-    except (ValueError, FileNotFoundError, ConnectionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    summary = tune.run_search(
+        args.model, args.dataset, args.tune, config_files, fixed, options
+    )
     tune.print_summary(summary, args.model, args.dataset)
     return 130 if summary["interrupted"] else 0

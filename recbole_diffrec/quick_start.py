@@ -139,18 +139,30 @@ def load_model(model_file: str, trusted: bool = False):
 
     Returns ``(config, model, dataset, train_data, valid_data, test_data)``.
     """
+    # Imported here: this function's edits stay inside it (run() is edited elsewhere).
+    from .errors import BadInputError
+
     checkpoint = load_checkpoint(model_file, trusted=trusted, map_location="cpu")
-    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+    fields = ("external_config", "registry_name", "dataset", "state_dict")
+    if not isinstance(checkpoint, dict):
+        checkpoint = {}  # e.g. a bare tensor or list saved with torch.save
+    if checkpoint.get("format") == CHECKPOINT_FORMAT and all(
+        k in checkpoint for k in fields
+    ):
         external = dict(checkpoint["external_config"])
         external.pop("model", None)
         external.pop("dataset", None)
         config = config_from_settings(
             get_model(checkpoint["registry_name"]), checkpoint["dataset"], external
         )
-    elif trusted and "config" in checkpoint:
+    elif trusted and "config" in checkpoint and "state_dict" in checkpoint:
         config = checkpoint["config"]
     else:
-        raise ValueError(f"checkpoint {model_file}: not a recognised model checkpoint")
+        raise BadInputError(
+            f"checkpoint {model_file}: not a recognised model checkpoint (keys "
+            f"{sorted(map(str, checkpoint))[:8]}); allowed: a model file saved by a run "
+            f"(format {CHECKPOINT_FORMAT!r} with {', '.join(fields)})"
+        )
 
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -161,7 +173,15 @@ def load_model(model_file: str, trusted: bool = False):
         train_data.dataset,
         item_clusters=None if clusters is None else clusters.numpy(),
     )
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        # Size mismatch or missing keys: a checkpoint of another dataset or model.
+        first = str(err).splitlines()[0]
+        raise BadInputError(
+            f"checkpoint {model_file}: its weights do not fit {config['model']} on "
+            f"{config['dataset']} ({first}); allowed: the checkpoint of this model and data"
+        ) from None
     model.load_other_parameter(decode_array(checkpoint.get("other_parameter")))
     model.eval()
     return config, model, data, train_data, valid_data, test_data

@@ -19,7 +19,7 @@ import yaml
 from ..compat import experiment_state_trials, latest_experiment_state
 from ..quick_start import load_model
 from ..trainer import get_trainer
-from ..utils import plain, plain_argv
+from ..utils import plain, plain_argv, write_atomically, write_text_atomically
 from .space import PATH_SETTINGS, SearchSpace, YamlLoader
 from .trial import trial_index
 
@@ -165,10 +165,11 @@ def write_best(
         + rerun_command(model, dataset, exp_dir / "best.yaml")
         + "\n"
     )
-    (exp_dir / "best.yaml").write_text(
-        header + yaml.safe_dump(plain(merged), sort_keys=True)
+    # Written aside then renamed: an interrupted report never leaves half a best.yaml.
+    write_text_atomically(
+        exp_dir / "best.yaml", header + yaml.safe_dump(plain(merged), sort_keys=True)
     )
-    (exp_dir / "best.json").write_text(json.dumps(plain(best), indent=1))
+    write_text_atomically(exp_dir / "best.json", json.dumps(plain(best), indent=1))
     return chosen
 
 
@@ -192,7 +193,7 @@ def _write_tables(
 
 
 def _write_csv(rows: List[Dict[str, Any]], columns: List[str], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    def write(f) -> None:
         writer = csv.DictWriter(f, fieldnames=columns + ["path"], extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -202,6 +203,8 @@ def _write_csv(rows: List[Dict[str, Any]], columns: List[str], path: Path) -> No
                     for k, v in row.items()
                 }
             )
+
+    write_atomically(path, write)
 
 
 def _cell(v: Any) -> str:
@@ -225,11 +228,12 @@ def _write_markdown(
         if row["trial"] == best_trial:
             cells[0] = f"**{cells[0]}** (chosen)"
         lines.append("| " + " | ".join(cells) + " |")
-    path.write_text(
+    write_text_atomically(
+        path,
         f"Trials sorted by best validation {metric} (the search selects on validation only; "
         "test metrics are reported, never used to choose).\n\n"
         + "\n".join(lines)
-        + "\n"
+        + "\n",
     )
 
 
