@@ -147,3 +147,36 @@ def test_killed_converter_is_redone_not_half_read(tmp_path, mode):
     clean = convert_release(release, tmp_path / "clean", "ds")
     for split, path in clean.items():
         assert (out / path.name).read_text() == path.read_text()
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [c[1:] for c in SEQUENCE_CASES],
+    ids=[c[0] for c in SEQUENCE_CASES],
+)
+def test_converter_command_prints_one_error_line(tmp_path, capsys, text, line, words):
+    from recbole_diffrec.convert import main
+
+    path = tmp_path / "seq.jsonl"
+    path.write_bytes(text.encode("latin-1"))
+    code = main(["--input", str(path), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert f"seq.jsonl{line}" in err and words in err
+
+
+@pytest.mark.parametrize(
+    "spoil, words", [c[1:] for c in RELEASE_CASES], ids=[c[0] for c in RELEASE_CASES]
+)
+def test_release_converter_command_prints_one_error_line(
+    tmp_path, capsys, spoil, words
+):
+    from recbole_diffrec.convert import main
+
+    folder = _release(tmp_path / "release")
+    spoil(folder / "test_list.npy")
+    code = main(["--input", str(folder), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: ") and "test_list.npy" in err and words in err
