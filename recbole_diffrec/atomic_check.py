@@ -29,7 +29,9 @@ def check_dataset_files(config: Any) -> None:
     """Check the atomic files of ``config``'s dataset that exist (a missing one is RecBole's
     business: it may download it, or a converter may write it)."""
     folder, name = Path(config["data_path"]), config["dataset"]
-    suffixes = [f"{b}.inter" for b in config["benchmark_filename"] or ()] or ["inter"]
+    splits = config["benchmark_filename"] or ()
+    splits = [splits] if isinstance(splits, str) else splits
+    suffixes = [f"{b}.inter" for b in splits] or ["inter"]
     for suffix in suffixes + ["user", "item"]:
         path = folder / f"{name}.{suffix}"
         if path.is_file():
@@ -63,6 +65,7 @@ def check_atomic_file(
     """Raise :class:`BadInputError` naming file, line and field for a malformed file."""
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, separator, encoding)
+    key += (None if columns is None else frozenset(columns),)
     if key in _CHECKED:
         return
     raw = path.read_bytes()

@@ -459,7 +459,7 @@ def _python(*args: str, cwd: Path, env=None):
     )
 
 
-def test_real_processes_print_one_error_line(workdir):
+def test_the_real_command_prints_one_error_line(workdir):
     root = Path(__file__).resolve().parents[1]
     settings = _write_atomic_case(workdir, inter_with("3\t4\t5\tsoon"), {})
     done = _python(
@@ -470,15 +470,3 @@ def test_real_processes_print_one_error_line(workdir):
     _assert_one_error(done.returncode, done.stderr, "tiny.inter, line 7", "timestamp")
     hint = "warning: learning_rat is not a known setting; did you mean learning_rate?"
     assert hint in done.stderr.splitlines()
-    seq = workdir / "s.jsonl"
-    seq.write_text('{"user": 1, "items": [1]}\n')
-    done = _python(
-        "-m",
-        "recbole_diffrec.convert",
-        "--input",
-        str(seq),
-        "--output",
-        "out",
-        cwd=workdir,
-    )
-    _assert_one_error(done.returncode, done.stderr, "s.jsonl:1", "length >= 2")
