@@ -25,7 +25,9 @@ from .models.checks import LR_DECAY, check_settings
 from .registry import is_plugin_model, registry_name
 from .training_state import (
     STATE_FORMAT,
+    NonFiniteLossError,
     capture_rng,
+    non_finite_message,
     exact_floats,
     restore_rng,
     save_atomic,
@@ -108,10 +110,6 @@ def load_checkpoint(
             f"checkpoint {path}: truncated or not a torch checkpoint "
             f"({type(err).__name__}: {first}); {allowed}"
         ) from err
-
-
-class NonFiniteLossError(ValueError):
-    """A training loss became NaN or infinite."""
 
 
 class SafeCheckpointMixin:
@@ -271,26 +269,12 @@ class SafeCheckpointMixin:
             batch = next(counter, batches)
             parts = losses if isinstance(losses, tuple) else (losses,)
             if not all(bool(torch.isfinite(part).all()) for part in parts):
-                message = self._non_finite_message(epoch_idx, batch, batches)
+                kept = (self.state_file, self.saved_model_file)
+                message = non_finite_message(epoch_idx, batch, batches, kept)
                 raise NonFiniteLossError(message)
             return losses
 
         return guarded
-
-    def _non_finite_message(self, epoch_idx: int, batch: int, batches: int) -> str:
-        kept = [f for f in (self.state_file, self.saved_model_file) if f]
-        kept = [f for f in kept if os.path.exists(f)]
-        return (
-            f"training loss is not finite (NaN or Inf) at epoch {epoch_idx}, batch {batch} "
-            f"(of {batches}); usually a learning rate too high for the model, "
-            "or noise schedule bounds (noise_min, noise_max, noise_scale, beta range) that "
-            "make a step divide by ~0. "
-            + (
-                "Last good files kept: " + ", ".join(kept)
-                if kept
-                else "No checkpoint was written yet."
-            )
-        )
 
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)

@@ -21,6 +21,27 @@ STATE_FORMAT = "recbole_diffrec-training-state-1"
 STATE_SUFFIX = ".state"
 
 
+class NonFiniteLossError(ValueError):
+    """A training loss became NaN or infinite (message: :func:`non_finite_message`)."""
+
+
+def non_finite_message(epoch: int, batch: int, batches: int, files=()) -> str:
+    """Where the loss broke (epoch as logged, batch counted from 1), the usual causes and
+    the files written before it, which stay as they were."""
+    kept = [f for f in files if f and os.path.exists(f)]
+    return (
+        f"training loss is not finite (NaN or Inf) at epoch {epoch}, batch {batch} "
+        f"(of {batches}); usually a learning rate too high for the model, or noise "
+        "schedule bounds (noise_min, noise_max, noise_scale) that make a step divide "
+        "by almost 0. "
+        + (
+            "Last good files kept: " + ", ".join(kept)
+            if kept
+            else "No checkpoint was written yet."
+        )
+    )
+
+
 def exact_floats(value: Any) -> Any:
     """``value`` with numpy float scalars (a ``float`` subclass, which ``plain`` keeps and
     ``weights_only`` loading refuses) as Python floats."""
