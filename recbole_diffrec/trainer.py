@@ -219,7 +219,7 @@ class SafeCheckpointMixin:
         self._saving = bool(saved)
         self._epochs_done = self.start_epoch
         self._train_generator = getattr(train_data, "generator", None)
-        if saved and self.state_file is None:
+        if saved and self.state_file is None and self.checkpoint_every > 0:
             self.state_file = state_file_for(self.saved_model_file)
         if self._pending_rng is not None:
             # Last, after the model, trainer and dataloaders drew their own numbers.

@@ -237,3 +237,23 @@ def test_a_resumed_trial_counts_the_evaluations_before_the_interruption():
     assert sent == []  # Ray already has these reports
     assert (reporter.best, reporter.best_epoch, reporter.epoch) == (0.2, 1, 2)
     assert reporter.last["valid_score"] == 0.1
+
+
+def test_resuming_a_finished_run_only_tests_again(workdir):
+    from recbole_diffrec import run
+
+    dataset, base, files = general_job(workdir)
+    settings = {**base, "epochs": 4, "stopping_step": 0}
+    first = run("DiffRec", dataset, files, settings)
+    written = os.path.getmtime(first["model_file"])
+    again = run("DiffRec", dataset, files, {**settings, "resume": "auto"})
+    assert again["valid_curve"] == first["valid_curve"]
+    assert again["test_result"] == first["test_result"]
+    # RecBole's fit would have overwritten the best model with the last one.
+    assert again["model_file"] == first["model_file"]
+    assert os.path.getmtime(first["model_file"]) == written
+
+    other = {**settings, "checkpoint_every": 0, "checkpoint_dir": "other"}
+    result = run("DiffRec", dataset, files, other)
+    assert result["valid_curve"] and result["state_file"] is None
+    assert not list((workdir / "other").glob("*.state"))
