@@ -206,11 +206,13 @@ def ensure_release_converted(config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The converter's command line: one ``error:`` line and exit status 2 for bad input
-    (the traceback only with the ``RECBOLE_DIFFREC_DEBUG=1`` environment variable)."""
+    (the traceback with ``--debug`` or the ``RECBOLE_DIFFREC_DEBUG=1`` environment
+    variable)."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        _convert(argv)
+        _convert(args)
     except BadInputError as err:
-        if debug_enabled():
+        if "--debug" in args or debug_enabled():
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -229,6 +231,9 @@ def _convert(argv: Sequence[str] | None) -> None:
     )
     parser.add_argument(
         "--name", default=None, help="dataset name (default: output folder name)"
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback behind an error: line"
     )
     args = parser.parse_args(argv)
     if str(args.input).endswith(".jsonl"):

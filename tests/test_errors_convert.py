@@ -180,3 +180,12 @@ def test_release_converter_command_prints_one_error_line(
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
     assert err.startswith("error: ") and "test_list.npy" in err and words in err
+
+
+def test_converter_debug_flag_shows_the_traceback(tmp_path):
+    from recbole_diffrec.convert import main
+
+    path = tmp_path / "seq.jsonl"
+    path.write_text('{"user": 1, "items": [0, 2]}\n')
+    with pytest.raises(BadInputError, match="padding"):
+        main(["--input", str(path), "--output", str(tmp_path / "out"), "--debug"])
