@@ -23,7 +23,8 @@ from ..utils import plain, plain_argv, write_atomically, write_text_atomically
 from .space import PATH_SETTINGS, SearchSpace, YamlLoader
 from .trial import trial_index
 
-# Saved trial statuses of a trial that reruns from the start when the search resumes.
+# Saved trial statuses of a trial that was cut short: it continues (from its last training
+# state, when it wrote one) when the search resumes.
 UNFINISHED = ("RUNNING", "PENDING", "PAUSED")
 
 
@@ -109,7 +110,7 @@ def _choose(
 ) -> Optional[Dict[str, Any]]:
     """The row with the best validation score (ties: the earlier trial), or None."""
     key = f"best valid {metric}"
-    # An interrupted trial reruns from the start on resume: not a candidate yet.
+    # An interrupted trial has not finished training: not a candidate until it has.
     scored = [
         r
         for r in rows
