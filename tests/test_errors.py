@@ -294,7 +294,16 @@ def test_dropin_data_preparation_names_the_key(workdir):
 
 
 # ------------------------------------------------------------------------- Ray Tune
-def test_tune_space_file_errors_before_ray(workdir):
+def without_ray(monkeypatch) -> None:
+    """Any import of Ray from here on fails: an error raised "before Ray" must come
+    first (an earlier test of the same process may have imported Ray already)."""
+    for name in [m for m in sys.modules if m == "ray" or m.startswith("ray.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)
+
+
+def test_tune_space_file_errors_before_ray(workdir, monkeypatch):
+    without_ray(monkeypatch)
     bad = workdir / "space.yaml"
     bad.write_text("space:\n  learning_rate: {choice: [0.1\n")
     with pytest.raises(ValueError, match="space.yaml.*not valid yaml"):
@@ -305,7 +314,6 @@ def test_tune_space_file_errors_before_ray(workdir):
     bad.write_text("space:\n  learning_rate: {choice: [0.1]}\ntrials: 3\n")
     with pytest.raises(ValueError, match=r"space.yaml: unknown top-level key.*trials"):
         load_search_space(str(bad))
-    assert "ray" not in sys.modules
 
 
 @pytest.mark.parametrize(
@@ -317,7 +325,10 @@ def test_tune_space_file_errors_before_ray(workdir):
     ],
     ids=["bad fixed setting", "malformed dataset", "missing config file"],
 )
-def test_run_search_refuses_bad_input_before_ray(workdir, fixed, kind, words):
+def test_run_search_refuses_bad_input_before_ray(
+    workdir, monkeypatch, fixed, kind, words
+):
+    without_ray(monkeypatch)
     space = workdir / "space.yaml"
     space.write_text("space:\n  learning_rate: {choice: [0.001, 0.01]}\n")
     settings = dataset(
@@ -326,7 +337,6 @@ def test_run_search_refuses_bad_input_before_ray(workdir, fixed, kind, words):
     files = fixed.pop("config_files", [])
     with pytest.raises(kind, match=words):
         run_search("DiffRec", "tiny", str(space), files, {**settings, **fixed})
-    assert "ray" not in sys.modules
 
 
 # ------------------------------------------------------------------------ load_model
