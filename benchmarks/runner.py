@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
+from recbole_diffrec.utils import write_text_atomically
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "recbole_diffrec"
 # Helpers every worker uses: part of every section's code hash.
@@ -126,9 +128,7 @@ def write_atomically(
     path: Path, data: Dict[str, Any], default: Optional[Callable] = None
 ) -> None:
     """A half-written result never counts: write aside, then rename."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=1, default=default))
-    os.replace(partial, path)
+    write_text_atomically(path, json.dumps(data, indent=1, default=default))
 
 
 # ---------------------------------------------------------------------------- the runner

@@ -6,15 +6,14 @@ pure-PyTorch diffusion core) does not import RecBole.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 __version__ = "0.1.0"
 
 from . import compat  # noqa: E402
 
 # Before anything builds a RecBole Config: RecBole 1.2.1 needs patches on NumPy 2 / SciPy 1.13+.
 compat.apply()
+
+from .utils import lazy_exports  # noqa: E402
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -40,13 +39,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'recbole_diffrec' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

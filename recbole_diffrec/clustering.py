@@ -41,7 +41,7 @@ from recbole.utils import init_seed
 from .config import config_from_settings
 from .models.checks import EMBEDDING_SOURCES
 from .trainer import get_trainer
-from .utils import plain
+from .utils import plain, write_atomically
 
 logger = getLogger(__name__)
 
@@ -178,10 +178,8 @@ def item_embeddings(config, train_dataset) -> np.ndarray:
         else:
             embeddings = lightgcn_embeddings(config, train_dataset, settings)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    # A name per process: concurrent runs (Ray Tune trials) may fill the same cache.
-    partial = cache.with_suffix(f".{os.getpid()}.partial.npy")
-    np.save(partial, embeddings)
-    os.replace(partial, cache)
+    # Concurrent runs (Ray Tune trials) may fill the same cache: unique temporary names.
+    write_atomically(cache, lambda handle: np.save(handle, embeddings), binary=True)
     logger.info(f"item embeddings: cached to {cache}")
     return embeddings
 

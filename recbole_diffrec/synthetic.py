@@ -19,6 +19,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from .utils import write_atomically
+
 # Amazon-book as used by DiffRec (clean): 108,822 users, 94,949 items, 3,146,256 interactions.
 AMAZON_BOOK_USERS_PER_ITEM = 108_822 / 94_949
 AMAZON_BOOK_INTERACTIONS_PER_ITEM = 3_146_256 / 94_949
@@ -106,11 +108,12 @@ def write_atomic(
     output.mkdir(parents=True, exist_ok=True)
     times = np.random.default_rng(seed + 1).permutation(len(users))
     path = output / f"{name}.inter"
-    partial = path.with_suffix(".partial")
-    with open(partial, "w", encoding="utf-8") as f:
+
+    def write(f) -> None:
         f.write("user_id:token\titem_id:token\ttimestamp:float\n")
         np.savetxt(f, np.column_stack([users, items, times]), fmt="%d", delimiter="\t")
-    os.replace(partial, path)
+
+    write_atomically(path, write)
     return path
 
 

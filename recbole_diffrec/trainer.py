@@ -28,7 +28,6 @@ from .training_state import (
     NonFiniteLossError,
     capture_rng,
     non_finite_message,
-    exact_floats,
     restore_rng,
     save_atomic,
     state_file_for,
@@ -176,10 +175,7 @@ class SafeCheckpointMixin:
             "other_parameter": encode_array(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),
         }
-        # Write then rename, so an interrupted save never leaves a truncated best model.
-        partial = f"{saved_model_file}.partial"
-        torch.save(state, partial)
-        os.replace(partial, saved_model_file)
+        save_atomic(state, saved_model_file)
         if verbose:
             self.logger.info(
                 set_color("Saving current", "blue") + f": {saved_model_file}"
@@ -295,12 +291,10 @@ class SafeCheckpointMixin:
             "epochs_done": int(epochs_done),
             "cur_step": int(self.cur_step),
             "best_valid_score": float(self.best_valid_score),
-            "best_valid_result": exact_floats(plain(self.best_valid_result)),
+            "best_valid_result": plain(self.best_valid_result),
             "best_model_file": self.saved_model_file,
-            "train_loss": exact_floats(
-                [[int(e), plain(v)] for e, v in self.train_loss_dict.items()]
-            ),
-            "valid_curve": exact_floats(plain(self.valid_curve)),
+            "train_loss": [[int(e), plain(v)] for e, v in self.train_loss_dict.items()],
+            "valid_curve": plain(self.valid_curve),
             "state_dict": self.model.state_dict(),
             "other_parameter": encode_array(self.model.other_parameter()),
             "optimizer": self.optimizer.state_dict(),

@@ -17,6 +17,8 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
+from .utils import write_atomically
+
 STATE_FORMAT = "recbole_diffrec-training-state-1"
 STATE_SUFFIX = ".state"
 
@@ -40,18 +42,6 @@ def non_finite_message(epoch: int, batch: int, batches: int, files=()) -> str:
             else "No checkpoint was written yet."
         )
     )
-
-
-def exact_floats(value: Any) -> Any:
-    """``value`` with numpy float scalars (a ``float`` subclass, which ``plain`` keeps and
-    ``weights_only`` loading refuses) as Python floats."""
-    if isinstance(value, dict):
-        return {k: exact_floats(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [exact_floats(v) for v in value]
-    if isinstance(value, float):
-        return float(value)
-    return value
 
 
 def state_file_for(model_file: str) -> str:
@@ -112,10 +102,9 @@ def restore_rng(
 
 
 def save_atomic(state: Dict[str, Any], path: str) -> None:
-    """Write then rename, so a kill during the save never leaves a truncated file."""
-    partial = f"{path}.partial"
-    torch.save(state, partial)
-    os.replace(partial, path)
+    """``torch.save`` through a sibling temporary file and a rename, so a kill during the
+    save never leaves a truncated file."""
+    write_atomically(path, lambda handle: torch.save(state, handle), binary=True)
 
 
 def latest_state_file(checkpoint_dir: str, model: str, dataset: str) -> Optional[str]:

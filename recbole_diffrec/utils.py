@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import tempfile
@@ -13,12 +14,33 @@ from typing import IO, Any, Callable, Dict, Iterator, Optional
 import yaml
 
 
+def lazy_exports(package: str, exports: Dict[str, str], namespace: Dict[str, Any]):
+    """``(__getattr__, __dir__)`` for a package whose public names (name -> defining
+    module, relative to ``package``) load on first use; a loaded name is kept in
+    ``namespace`` (the package's globals), so later lookups skip ``__getattr__``."""
+
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module = importlib.import_module(exports[name], package)
+        namespace[name] = value = getattr(module, name)
+        return value
+
+    def __dir__() -> list:
+        return sorted(set(namespace) | set(exports))
+
+    return __getattr__, __dir__
+
+
 def plain(value: Any) -> Any:
     """A value as plain Python (str/int/float/bool/None, lists, dicts), for yaml, json and
     weights-only checkpoints; numpy and torch scalars become numbers, anything else a string.
     """
-    if value is None or isinstance(value, (str, bool, int, float)):
+    if value is None or isinstance(value, (str, bool, int)):
         return value
+    if isinstance(value, float):
+        # numpy's float64 is a float subclass, which weights-only checkpoint loading refuses.
+        return float(value)
     if isinstance(value, Enum):
         return value.name
     if isinstance(value, dict):

@@ -6,6 +6,23 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PROTOCOL_YAML = str(ROOT / "properties" / "dataset" / "ml-1m_clean.yaml")
+SEQUENCE_YAML = str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")
+# Settings that keep the sequential models' runs to seconds (no dropout: exact comparisons).
+SEQ_TINY = {
+    "state": "WARNING",
+    "show_progress": False,
+    "hidden_size": 32,
+    "n_layers": 1,
+    "n_heads": 2,
+    "dropout": 0.0,
+    "emb_dropout": 0.0,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "train_batch_size": 64,
+    "eval_batch_size": 256,
+    "steps": 24,
+}
+# L-DiffRec's clusters from a quick SVD instead of a LightGCN training.
+SVD = {"item_emb_source": "svd", "item_emb_svd_dim": 16}
 
 
 def release_settings(folder, workdir, **extra):

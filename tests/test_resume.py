@@ -11,24 +11,16 @@ import sys
 import pytest
 import torch
 
-from conftest import FAST, PAPER_PROTOCOL_YAML, ROOT, make_release, release_settings
+from conftest import (
+    FAST,
+    PAPER_PROTOCOL_YAML,
+    SEQ_TINY,
+    SEQUENCE_YAML,
+    SVD,
+    make_release,
+    release_settings,
+)
 from recbole_diffrec.training_state import STATE_FORMAT
-
-SEQUENCE_YAML = str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")
-SEQ_TINY = {
-    "state": "WARNING",
-    "show_progress": False,
-    "hidden_size": 32,
-    "n_layers": 1,
-    "n_heads": 2,
-    "dropout": 0.0,
-    "emb_dropout": 0.0,
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "train_batch_size": 64,
-    "eval_batch_size": 256,
-    "steps": 24,
-}
-SVD = {"item_emb_source": "svd", "item_emb_svd_dim": 16}
 
 # Run trainings one after another in a fresh process. A run's "kill" = [epoch, batch]
 # SIGKILLs the process when that batch's loss is computed (batch counted from 1), "test"

@@ -9,7 +9,8 @@ import torch
 from recbole.data import create_dataset
 from recbole.utils import init_seed
 
-from conftest import ROOT
+from conftest import SEQ_TINY as TINY
+from conftest import SEQUENCE_YAML
 from recbole_diffrec import get_trainer, load_model, run
 from recbole_diffrec.config import Config
 from recbole_diffrec.convert import convert_sequences, ensure_release_converted
@@ -19,21 +20,7 @@ from recbole_diffrec.diffusion.schedules import get_betas
 from recbole_diffrec.models.sequential import TransformerStack, check_sequence_lengths
 from recbole_diffrec.synthetic import generate_sequences, write_sequences
 
-SEQUENCE_YAML = str(ROOT / "properties" / "dataset" / "amazon-beauty.yaml")
 MODELS = ("DiffuRec", "SeqDiffRec")
-TINY = {
-    "state": "WARNING",
-    "show_progress": False,
-    "hidden_size": 32,
-    "n_layers": 1,
-    "n_heads": 2,
-    "dropout": 0.0,
-    "emb_dropout": 0.0,
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "train_batch_size": 64,
-    "eval_batch_size": 256,
-    "steps": 24,
-}
 
 
 @pytest.fixture

@@ -28,8 +28,7 @@ below load on first use, so importing this package never imports Ray (nor RecBol
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..utils import lazy_exports
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -59,13 +58,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

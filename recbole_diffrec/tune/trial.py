@@ -55,8 +55,7 @@ class _Reporter:
         """A trial resumed from its training state: the evaluations before the
         interruption count towards the best (reported again with the next one)."""
         for entry in valid_curve:
-            result = {k: v for k, v in entry.items() if k not in ("epoch", "score")}
-            self._record(int(entry["epoch"]), entry["score"], result)
+            self._record(int(entry["epoch"]), entry["score"], curve_result(entry))
 
     def _record(self, epoch_idx: int, valid_score, valid_result) -> None:
         score = float(valid_result.get(self.metric, valid_score))
@@ -102,18 +101,16 @@ class _Reporter:
         )
 
 
+def curve_result(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """The validation metrics of one ``valid_curve`` entry of the plugin's trainers."""
+    return {k: v for k, v in entry.items() if k not in ("epoch", "score")}
+
+
 def _reporting_trainer(
     base: type, on_evaluation_done: Callable, on_resume: Callable
 ) -> type:
     class ReportingTrainer(base):
         """Reports validation metrics to Ray after every evaluation."""
-
-        def _valid_epoch(self, valid_data, show_progress=False):
-            score, result = super()._valid_epoch(
-                valid_data, show_progress=show_progress
-            )
-            self._last_valid_result = dict(result)
-            return score, result
 
         def fit(
             self,
@@ -125,13 +122,14 @@ def _reporting_trainer(
             callback_fn=None,
         ):
             def on_evaluation(epoch_idx, valid_score):
+                # The plugin's trainers record every evaluation in valid_curve.
                 on_evaluation_done(
-                    self, epoch_idx, valid_score, self._last_valid_result
+                    self, epoch_idx, valid_score, curve_result(self.valid_curve[-1])
                 )
                 if callback_fn:
                     callback_fn(epoch_idx, valid_score)
 
-            on_resume(getattr(self, "valid_curve", []))  # empty unless resumed
+            on_resume(self.valid_curve)  # empty unless resumed
             return super().fit(
                 train_data, valid_data, verbose, saved, show_progress, on_evaluation
             )
