@@ -1,0 +1,276 @@
+"""The tuned head-to-head's report (benchmarks/sections/tuned.py runs it): one table per
+dataset with 95% confidence intervals over the seeds, paired tests over users against the
+best model of the other family (Holm-corrected across every comparison shown), and a
+verdict line per dataset that names the winning family only when the difference is
+significant.
+
+Report code only: not part of any result's code hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..report import save_figure
+from ..runner import ROOT, Runner
+from ..stats import align_users, holm, mean_ci, paired_pvalue
+
+METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
+ALPHA = 0.05  # significance level of the verdicts (after Holm's correction)
+
+
+def users_file(path: Path) -> Path:
+    """The per-user scores saved beside a seed run's JSON result."""
+    return path.with_suffix(".users.npz")
+
+
+def per_user_mean(
+    runner: Runner, seed_jobs: List[Dict[str, Any]]
+) -> Tuple[np.ndarray, np.ndarray]:
+    """(users, the per-user metric averaged over the seeds), users sorted."""
+    users, columns = None, []
+    for job in seed_jobs:
+        saved = np.load(users_file(runner.versions(job)[0]))
+        order = np.argsort(saved["users"])
+        if users is None:
+            users = saved["users"][order]
+        elif not np.array_equal(users, saved["users"][order]):
+            raise ValueError(f"{job['name']}: the seeds evaluated different users")
+        columns.append(saved["scores"][order])
+    return users, np.mean(columns, axis=0)
+
+
+def collect(runner: Runner, listed: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+    """Per dataset, per model with every seed done: its search, seed results and rerun."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for key, seed_jobs in listed["seeds"].items():
+        if not all(runner.cached(j) for j in seed_jobs):
+            continue
+        dataset, model = key
+        results = [runner.read(j) for j in seed_jobs]
+        rerun = listed["reruns"][key]
+        out.setdefault(dataset, {})[model] = {
+            "search": runner.read(listed["searches"][key]),
+            "results": results,
+            "seed_jobs": seed_jobs,
+            "rerun": runner.read(rerun) if runner.cached(rerun) else None,
+            "per_user": per_user_mean(runner, seed_jobs),
+        }
+    return out
+
+
+def family_best(rows: Dict[str, Any], members: List[str], metric: str) -> Optional[str]:
+    """The family's model with the best mean *validation* score (never chosen on test)."""
+    found = [m for m in rows if m in members]
+    if not found:
+        return None
+    return max(
+        found, key=lambda m: np.mean([r["valid"][metric] for r in rows[m]["results"]])
+    )
+
+
+def comparisons(
+    collected: Dict[str, Dict[str, Any]],
+    diffusion: List[str],
+    valid_metric: str,
+    test: str,
+):
+    """Raw p-values of each model against the best model of the other family, per dataset,
+    and the two family bests; Holm-adjusted over all of them together."""
+    raw: Dict[Tuple[str, str], float] = {}
+    bests: Dict[str, Tuple[Optional[str], Optional[str]]] = {}
+    for dataset, rows in collected.items():
+        others = [m for m in rows if m not in diffusion]
+        best_diff = family_best(rows, diffusion, valid_metric)
+        best_other = family_best(rows, others, valid_metric)
+        bests[dataset] = (best_diff, best_other)
+        if best_diff is None or best_other is None:
+            continue
+        for model in rows:
+            rival = best_other if model in diffusion else best_diff
+            a = rows[model]["per_user"]
+            b = rows[rival]["per_user"]
+            raw[(dataset, model)] = paired_pvalue(
+                *align_users(a[0], a[1], b[0], b[1]), test=test
+            )
+    adjusted = holm({f"{d}\0{m}": p for (d, m), p in raw.items()})
+    return {k: adjusted[f"{k[0]}\0{k[1]}"] for k in raw}, bests
+
+
+def cell(values: List[float]) -> str:
+    mean, half = mean_ci(values)
+    return f"{mean:.4f} ± {half:.4f}"
+
+
+def p_cell(p: Optional[float]) -> str:
+    if p is None:
+        return "–"
+    return "<1e-4" if p < 1e-4 else f"{p:.4f}"
+
+
+def setting_text(settings: Dict[str, Any]) -> str:
+    def short(v: Any) -> str:
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{k}={short(v)}" for k, v in sorted(settings.items()))
+
+
+def rerun_text(entry: Dict[str, Any]) -> str:
+    """Whether best.yaml reran to the chosen trial's test numbers (4th decimal)."""
+    rerun, trial = entry["rerun"], entry["search"]["best_trial_test"]
+    if rerun is None:
+        return "pending"
+    shared = [m for m in METRICS if m in trial and m in rerun["test"]]
+    if not shared:
+        return "no trial test"
+    worst = max(abs(rerun["test"][m] - trial[m]) for m in shared)
+    return "yes" if worst < 5e-5 else f"no (max diff {worst:.4f})"
+
+
+def table(
+    dataset: str, rows: Dict[str, Any], diffusion: List[str], adjusted, bests
+) -> List[str]:
+    winners = {
+        m: max(rows, key=lambda n: np.mean([r["test"][m] for r in rows[n]["results"]]))
+        for m in METRICS
+    }
+    lines = [
+        "| model | family | tuned setting | trials | seeds | "
+        + " | ".join(f"test {m}" for m in METRICS)
+        + " | p vs other family's best (Holm) | s / epoch | time to result (s) | search (s) | best.yaml reruns |",
+        "|---|---|---|---|---|" + "---|" * len(METRICS) + "---|---|---|---|---|",
+    ]
+    order = sorted(
+        rows, key=lambda n: -np.mean([r["test"]["ndcg@20"] for r in rows[n]["results"]])
+    )
+    for name in order:
+        entry = rows[name]
+        results = entry["results"]
+        cells = []
+        for m in METRICS:
+            text = cell([r["test"][m] for r in results])
+            cells.append(f"**{text}**" if winners[m] == name else text)
+        family = "diffusion" if name in diffusion else "other"
+        label = name + (" *(family best)*" if name in bests else "")
+        lines.append(
+            f"| {label} | {family} | {setting_text(entry['search']['best_settings'])} | "
+            f"{len(entry['search']['trials'])} | {len(results)} | "
+            + " | ".join(cells)
+            + f" | {p_cell(adjusted.get((dataset, name)))} | "
+            f"{np.mean([r['epoch_seconds'] for r in results]):.2f} | "
+            f"{np.mean([r['time_to_result'] for r in results]):.0f} | "
+            f"{entry['search']['search_seconds']:.0f} | {rerun_text(entry)} |"
+        )
+    return lines
+
+
+def verdict(dataset: str, rows: Dict[str, Any], adjusted, best_diff, best_other) -> str:
+    if best_diff is None or best_other is None:
+        missing = "diffusion models" if best_diff is None else "non-diffusion models"
+        return f"No verdict on {dataset} yet: no {missing} have all their seeds done."
+
+    def ndcg(m: str) -> float:
+        return float(np.mean([r["test"]["ndcg@20"] for r in rows[m]["results"]]))
+
+    gap = ndcg(best_diff) - ndcg(best_other)
+    p = adjusted[(dataset, best_diff)]
+    leader, trailer = (best_diff, best_other) if gap >= 0 else (best_other, best_diff)
+    family = "diffusion" if gap >= 0 else "non-diffusion"
+    if p < ALPHA:
+        return (
+            f"**Verdict on {dataset}: the {family} family wins.** {leader} beats {trailer} "
+            f"on test NDCG@20 by {abs(gap):.4f} (paired test over users, Holm-adjusted "
+            f"p = {p_cell(p)})."
+        )
+    return (
+        f"**Verdict on {dataset}: no significant difference.** {leader} is ahead of "
+        f"{trailer} on test NDCG@20 by {abs(gap):.4f}, but the paired test over users "
+        f"gives Holm-adjusted p = {p_cell(p)} (≥ {ALPHA}): neither family wins."
+    )
+
+
+def figure(
+    collected: Dict[str, Dict[str, Any]], diffusion: List[str], path: Path
+) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(
+        1, len(collected), figsize=(5 * len(collected), 4), squeeze=False
+    )
+    for ax, (dataset, rows) in zip(axes[0], collected.items()):
+        names = sorted(
+            rows,
+            key=lambda n: np.mean([r["test"]["ndcg@20"] for r in rows[n]["results"]]),
+        )
+        stats = [
+            mean_ci([r["test"]["ndcg@20"] for r in rows[n]["results"]]) for n in names
+        ]
+        colors = ["tab:red" if n in diffusion else "tab:blue" for n in names]
+        ax.barh(
+            names,
+            [s[0] for s in stats],
+            xerr=[s[1] for s in stats],
+            color=colors,
+            capsize=2,
+        )
+        ax.set_title(dataset)
+        ax.set_xlabel("test NDCG@20 (mean, 95% CI)")
+    save_figure(fig, path)
+
+
+def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
+    tuned = runner.spec["tuned"]
+    diffusion = list(tuned["diffusion"])
+    everything = (
+        list(listed["searches"].values())
+        + [j for js in listed["seeds"].values() for j in js]
+        + list(listed["reruns"].values())
+    )
+    collected = collect(runner, listed)
+    adjusted, bests = comparisons(
+        collected, diffusion, "recall@20", tuned["paired_test"]
+    )
+    parts = [
+        "## Tuned head-to-head: equal tuning budgets, five seeds, paired tests\n\n",
+        f"Every model gets the same budget: {tuned['trials']} trials of the plugin's Ray Tune "
+        f"search (random draws from `properties/hyper/<model>.yaml`; scheduler "
+        f"{tuned['tune']['scheduler']}, grace period {tuned['tune']['grace_period']} "
+        f"evaluations, reduction factor {tuned['tune']['reduction_factor']}, draws seeded "
+        f"{tuned['tune']['search_seed']}), chosen on validation Recall@20 only; the chosen "
+        f"setting then runs with seeds {tuned['seeds']}. Cells: mean ± half width of the "
+        "95% Student-t confidence interval over the seeds. *p*: paired "
+        f"{'Wilcoxon signed-rank' if tuned['paired_test'] == 'wilcoxon' else 't'} test over "
+        "users of per-user test NDCG@20 (averaged over the seeds) against the best model "
+        "of the other family, Holm-corrected across every p-value in these tables. Family "
+        "bests are chosen by mean validation Recall@20, never by test. Diffusion family: "
+        f"{', '.join(diffusion)}; everything else (BSPM included) is the other family. "
+        "*best.yaml reruns*: the search's best.yaml, run as it is, gives the chosen "
+        "trial's test numbers to the 4th decimal. Settings: "
+        f"`{(ROOT / 'properties/experiment/tuned_suite.yaml').relative_to(ROOT)}`.\n",
+    ]
+    for dataset in tuned["datasets"]:
+        rows = collected.get(dataset, {})
+        missing = [m for m in tuned["models"] if m not in rows]
+        parts.append(f"\n### {dataset}\n")
+        if rows:
+            best_diff, best_other = bests[dataset]
+            shown = {best_diff, best_other} - {None}
+            parts.append(
+                "\n".join(table(dataset, rows, diffusion, adjusted, shown)) + "\n"
+            )
+            parts.append(
+                "\n" + verdict(dataset, rows, adjusted, best_diff, best_other) + "\n"
+            )
+        if missing:
+            parts.append(
+                f"\nPending on {dataset}: {', '.join(missing)} "
+                f"(`python -m benchmarks.suite --sections tuned` runs them).\n"
+            )
+    if collected:
+        figure(collected, diffusion, figures / "tuned.png")
+        parts.append("\n![tuned](figures/tuned.png)\n")
+    parts.append(runner.stale_line(everything))
+    return "".join(parts)
