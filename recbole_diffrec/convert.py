@@ -15,17 +15,35 @@ DiffuRec's releases) become one ``<name>.inter`` whose ``timestamp`` is the runn
 for RecBole's leave-one-out split (``eval_args: split: {LS: valid_and_test}, order: TO``):
 
     python -m recbole_diffrec.convert --input ../shared/datasets/sequential/amazon-beauty.jsonl --output dataset/amazon-beauty
+
+A sequence file also becomes a *general* (implicit-feedback) dataset split per user in time
+order, ``<name>.{train,valid,test}.inter`` with the release's timestamps (``--split`` on the
+command line, ``sequence_split`` next to ``sequence_file`` in a dataset yaml; DiffRec's 7:1:2):
+
+    python -m recbole_diffrec.convert --input ../shared/datasets/sequential/amazon-beauty.jsonl --output dataset/amazon-beauty-general --split 0.7 0.1 0.2
+
+The rule, for a user with ``n`` distinct items and ratios normalised to sum 1 (exact rational
+arithmetic, round half up): ``n_test = max(1, round(p_test * n))``, ``n_valid = max(1,
+round(p_valid * n))``, the rest is training; when that would leave no training item, test then
+valid give items back (``n_test <= n - 2``, ``n_valid <= n - n_test - 1``), so every user has
+at least one item in each split (a user needs >= 3 distinct items). The first ``n_train`` items
+are training, the next ``n_valid`` validation, the last ``n_test`` test. A repeated (user,
+item) pair keeps its first occurrence only (implicit feedback: one interaction per pair).
+With 7:1:2, n = 5 -> 3/1/1, 6 -> 4/1/1, 10 -> 7/1/2, 11 -> 8/1/2, 23 -> 16/2/5.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import numbers
 import os
+from fractions import Fraction
 from logging import getLogger
 from pathlib import Path
 import sys
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -34,6 +52,10 @@ from .utils import write_atomically
 
 SPLITS = ("train", "valid", "test")
 HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
+# DiffRec's train:valid:test ratio for a per-user chronological split.
+DEFAULT_SPLIT = (0.7, 0.1, 0.2)
+# Beside the split files: the ratios they were made with (other ratios convert again).
+SPLIT_RECORD = "{name}.split.json"
 
 
 def load_pairs(path: Path) -> np.ndarray:
@@ -68,6 +90,14 @@ def convert_release(
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     name = name or output_dir.name
     arrays = [load_pairs(input_dir / f"{split}_list.npy") for split in SPLITS]
+    return write_splits(output_dir, name, arrays)
+
+
+def write_splits(
+    output_dir: Path, name: str, arrays: Sequence[np.ndarray]
+) -> Dict[str, Path]:
+    """Write train, valid and test (user, item) rows as ``<name>.<split>.inter``; the
+    timestamp is the row's position in train, then valid, then test."""
     output_dir.mkdir(parents=True, exist_ok=True)
     written: Dict[str, Path] = {}
     offset = 0
@@ -174,10 +204,155 @@ def convert_sequences(
     )
 
 
+def split_ratios(value: Any, key: str = "sequence_split") -> Tuple[Fraction, ...]:
+    """Three positive numbers (train, valid, test) as exact fractions summing to 1; one
+    clear error naming ``key`` otherwise."""
+    allowed = (
+        "allowed: three positive numbers (train, valid, test), e.g. [0.7, 0.1, 0.2]"
+    )
+    if (
+        not isinstance(value, (list, tuple))
+        or len(value) != 3
+        or not all(
+            isinstance(v, numbers.Real)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and v > 0
+            for v in value
+        )
+    ):
+        raise BadInputError(f"{key}: got {value!r}; {allowed}")
+    # str() first: 0.1 is 1/10 here, not the binary float's 3602879701896397/36028797018963968.
+    parts = [Fraction(str(v)) for v in value]
+    total = sum(parts)
+    return tuple(p / total for p in parts)
+
+
+def _round_half_up(fraction: Fraction, n: np.ndarray) -> np.ndarray:
+    """``floor(fraction * n + 1/2)`` for integer counts ``n``, exactly."""
+    a, b = fraction.numerator, fraction.denominator
+    # Python integers: a ratio such as 1e-30 has a denominator beyond int64.
+    exact = (2 * a * n.astype(object) + b) // (2 * b)
+    return np.minimum(exact, n).astype(np.int64)
+
+
+def split_counts(lengths: Any, ratios: Any = DEFAULT_SPLIT) -> np.ndarray:
+    """(users, 3) train/valid/test counts for users with ``lengths`` distinct items (see
+    the module's rule); every count >= 1, so every length must be >= 3."""
+    _, p_valid, p_test = split_ratios(ratios)
+    n = np.asarray(lengths, dtype=np.int64)
+    n_test = np.minimum(np.maximum(1, _round_half_up(p_test, n)), n - 2)
+    n_valid = np.minimum(np.maximum(1, _round_half_up(p_valid, n)), n - n_test - 1)
+    return np.column_stack([n - n_valid - n_test, n_valid, n_test])
+
+
+def split_sequences(
+    pairs: np.ndarray, ratios: Any = DEFAULT_SPLIT, source: str = "sequences"
+) -> Tuple[List[np.ndarray], int]:
+    """Per-user chronological train/valid/test rows of (user, item) ``pairs`` (each user's
+    rows contiguous and in time order, as :func:`read_sequences` gives them), and the
+    number of repeated (user, item) pairs dropped (the first occurrence is kept)."""
+    ratios = split_ratios(ratios)
+    key = pairs[:, 0] * (int(pairs[:, 1].max()) + 1) + pairs[:, 1]
+    keep = np.zeros(len(pairs), dtype=bool)
+    keep[np.unique(key, return_index=True)[1]] = True
+    duplicates = int(len(pairs) - keep.sum())
+    pairs = pairs[keep]
+    starts = np.flatnonzero(np.r_[True, pairs[1:, 0] != pairs[:-1, 0]])
+    lengths = np.diff(np.r_[starts, len(pairs)])
+    if lengths.min() < 3:
+        user = int(pairs[starts[int(np.argmin(lengths))], 0])
+        raise BadInputError(
+            f"{source}: user {user} has {int(lengths.min())} distinct items; allowed: "
+            ">= 3 for a train/valid/test split (sequence_split)"
+        )
+    counts = split_counts(lengths, ratios)
+    position = np.arange(len(pairs)) - np.repeat(starts, lengths)
+    n_train = np.repeat(counts[:, 0], lengths)
+    n_seen = np.repeat(counts[:, 0] + counts[:, 1], lengths)
+    which = (position >= n_train).astype(int) + (position >= n_seen)
+    return [pairs[which == s] for s in range(3)], duplicates
+
+
+def convert_sequence_split(
+    input_file: os.PathLike,
+    output_dir: os.PathLike,
+    name: str | None = None,
+    ratios: Any = DEFAULT_SPLIT,
+) -> Tuple[Dict[str, Path], int]:
+    """Write ``<name>.{train,valid,test}.inter`` from a sequence file, split per user in
+    time order (see the module's rule); their paths and the duplicates dropped."""
+    output_dir = Path(output_dir)
+    name = name or output_dir.name
+    ratios = split_ratios(ratios)
+    arrays, duplicates = split_sequences(
+        read_sequences(input_file), ratios, str(input_file)
+    )
+    written = write_splits(output_dir, name, arrays)
+    record = json.dumps({"ratios": [str(r) for r in ratios], "rule": 1})
+    write_atomically(
+        output_dir / SPLIT_RECORD.format(name=name), lambda f: f.write(record + "\n")
+    )
+    return written, duplicates
+
+
+def _split_is_current(data_dir: Path, name: str, ratios: Tuple[Fraction, ...]) -> bool:
+    record = data_dir / SPLIT_RECORD.format(name=name)
+    if not record.is_file() or not all(
+        (data_dir / f"{name}.{s}.inter").is_file() for s in SPLITS
+    ):
+        return False
+    try:
+        made = json.loads(record.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return made == {"ratios": [str(r) for r in ratios], "rule": 1}
+
+
+def _setting(config: Any, key: str) -> Any:
+    """``config[key]``, None when absent (a RecBole Config already answers None)."""
+    try:
+        return config[key]
+    except KeyError:
+        return None
+
+
+def _check_benchmark(config: Any, key: str) -> None:
+    suffixes: Sequence[str] = config["benchmark_filename"] or ()
+    if list(suffixes) != list(SPLITS):
+        raise BadInputError(
+            f"benchmark_filename: got {suffixes!r}; a {key} dataset needs {list(SPLITS)}"
+        )
+
+
 def ensure_release_converted(config) -> None:
     """If the config names a DiffRec release (``release_path``) or a sequence file
-    (``sequence_file``), convert it once into ``data_path``."""
+    (``sequence_file``), convert it once into ``data_path``: a sequence file becomes one
+    ``<name>.inter``, or with ``sequence_split`` the train/valid/test files of a general
+    dataset (split per user in time order; converted again when the ratios change)."""
     sequences = config["sequence_file"]
+    split = _setting(config, "sequence_split")
+    if split is not None:
+        ratios = split_ratios(split)
+        if not sequences:
+            raise BadInputError(
+                "sequence_split: needs sequence_file (the .jsonl file to split)"
+            )
+        if config["release_path"]:
+            raise BadInputError(
+                "sequence_split: got both sequence_file and release_path; allowed: one "
+                "source for the train/valid/test files"
+            )
+        _check_benchmark(config, "sequence_split")
+        data_dir, name = Path(config["data_path"]), config["dataset"]
+        if not _split_is_current(data_dir, name, ratios):
+            getLogger().info(
+                f"splitting sequences {sequences} per user in time order "
+                f"({':'.join(map(str, split))}) into {data_dir}"
+            )
+            _, duplicates = convert_sequence_split(sequences, data_dir, name, ratios)
+            getLogger().info(f"{duplicates} repeated (user, item) pairs dropped")
+        return
     if sequences:
         data_dir, name = Path(config["data_path"]), config["dataset"]
         if not (data_dir / f"{name}.inter").is_file():
@@ -186,11 +361,7 @@ def ensure_release_converted(config) -> None:
     release = config["release_path"]
     if not release:
         return
-    suffixes: Sequence[str] = config["benchmark_filename"] or ()
-    if list(suffixes) != list(SPLITS):
-        raise BadInputError(
-            f"benchmark_filename: got {suffixes!r}; a release_path dataset needs {list(SPLITS)}"
-        )
+    _check_benchmark(config, "release_path")
     data_dir = Path(config["data_path"])
     name = config["dataset"]
     if all((data_dir / f"{name}.{s}.inter").is_file() for s in SPLITS):
@@ -233,14 +404,47 @@ def _convert(argv: Sequence[str] | None) -> None:
         "--name", default=None, help="dataset name (default: output folder name)"
     )
     parser.add_argument(
+        "--split",
+        nargs=3,
+        default=None,
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="with a .jsonl input: write a general dataset split per user in time order "
+        "in this ratio (DiffRec: 0.7 0.1 0.2) instead of one .inter",
+    )
+    parser.add_argument(
         "--debug", action="store_true", help="show the traceback behind an error: line"
     )
     args = parser.parse_args(argv)
+    if args.split is not None:
+        ratios = split_ratios(_numbers(args.split), "--split")
+        if not str(args.input).endswith(".jsonl"):
+            raise BadInputError(
+                f"--split: needs a .jsonl sequence file as --input; got {args.input}"
+            )
+        written, duplicates = convert_sequence_split(
+            args.input, args.output, args.name, ratios
+        )
+        for split, path in written.items():
+            rows = sum(1 for _ in open(path, encoding="utf-8")) - 1
+            print(f"{split}: {path} ({rows} interactions)")
+        print(f"duplicates dropped: {duplicates}")
+        return
     if str(args.input).endswith(".jsonl"):
         print(f"all: {convert_sequences(args.input, args.output, args.name)}")
         return
     for split, path in convert_release(args.input, args.output, args.name).items():
         print(f"{split}: {path}")
+
+
+def _numbers(words: Sequence[str]) -> List[Any]:
+    """Command-line words as numbers (a word that is not one stays, for the error)."""
+    numbers: List[Any] = []
+    for word in words:
+        try:
+            numbers.append(float(word))
+        except ValueError:
+            numbers.append(word)
+    return numbers
 
 
 if __name__ == "__main__":
