@@ -207,6 +207,7 @@ def test_the_committed_legacy_results_are_found_and_reported_stale():
 def test_the_registry_drives_the_sections_jobs_and_render(tmp_path):
     sections = registry()
     assert list(sections) == [
+        "tuned",
         "accuracy",
         "speed",
         "stopping",
@@ -285,9 +286,11 @@ def check_quick_report(report_text: str, results: Path) -> None:
         "## Fewer reverse steps",
         "## Sequential recommenders",
         "## Early stopping",
+        "## Tuned head-to-head",
     ):
         assert heading in report_text
-    for figure in ("accuracy", "speed", "scale", "steps", "sequential", "stopping"):
+    figures = ("accuracy", "speed", "scale", "steps", "sequential", "stopping", "tuned")
+    for figure in figures:
         assert (results / "figures" / f"{figure}.png").stat().st_size > 1000
         assert f"figures/{figure}.png" in report_text
     assert "QUICK MODE" in report_text
@@ -304,6 +307,16 @@ def check_quick_report(report_text: str, results: Path) -> None:
     # The long-patience reruns select what the accuracy runs kept under patience 2.
     assert "every curve selects the checkpoint its accuracy run kept" in report_text
     assert "| LDiffRec | " in report_text.split("## Early stopping")[1]
+    # The tuned head-to-head: each model's row with its trials, seeds and rerun check, and
+    # a verdict with a paired test.
+    tuned = report_text.split("## Tuned head-to-head")[1].split("\n## ")[0]
+    for model in ("EASE", "DiffRec"):
+        row = next(line for line in tuned.splitlines() if line.startswith(f"| {model}"))
+        cells = [c.strip() for c in row.split("|")]
+        assert cells[4:6] == ["2", "2"]  # trials, seeds
+        assert cells[-2] == "yes"  # best.yaml reruns to the trial's test numbers
+    assert "**Verdict on quick-synth:" in tuned
+    assert len(list(results.glob("tuned/*.users.npz"))) == 4
 
 
 def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):

@@ -1,0 +1,135 @@
+"""The tuned head-to-head's statistics and report logic (benchmarks/stats.py,
+benchmarks/sections/tuned*.py) on hand-computed cases; the section's runs themselves are
+exercised by the --quick suite in test_suite.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from benchmarks.sections import tuned, tuned_report
+from benchmarks.stats import align_users, holm, mean_ci, paired_pvalue
+
+
+def test_mean_ci_is_the_student_t_interval():
+    mean, half = mean_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    # sd = sqrt(2.5), sem = sd / sqrt(5), t(4, 0.975) = 2.776445
+    assert mean == 3.0
+    assert half == pytest.approx(2.776445 * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
+    assert mean_ci([0.3, 0.3, 0.3]) == (pytest.approx(0.3), 0.0)
+    assert math.isnan(mean_ci([0.1])[1])
+    with pytest.raises(ValueError, match="non-empty"):
+        mean_ci([])
+
+
+def test_holm_steps_down_and_stays_monotone():
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    # sorted: a (x3) = 0.03, c (x2) = 0.06, b (x1) = 0.04 -> raised to 0.06 (monotone)
+    assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
+    assert holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
+    assert holm({"only": 0.02}) == {"only": 0.02}
+
+
+def test_paired_pvalues_on_exact_cases():
+    a = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    b = a - np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    # Six positive, distinct differences: the exact two-sided signed-rank p is 2 / 2**6.
+    assert paired_pvalue(a, b) == pytest.approx(2 / 64)
+    assert paired_pvalue(a, a) == 1.0
+    # Pairs with no difference are dropped by the signed-rank test, not counted as ties.
+    assert paired_pvalue(np.r_[a, 0, 0], np.r_[b, 0, 0]) == pytest.approx(2 / 64)
+    noisy = np.random.default_rng(0).normal(size=200)
+    assert paired_pvalue(noisy + 0.5, noisy, test="ttest") < 1e-10
+    with pytest.raises(ValueError, match="allowed: wilcoxon, ttest"):
+        paired_pvalue(a, b, test="sign")
+    with pytest.raises(ValueError, match="one length"):
+        paired_pvalue(a, b[:3])
+
+
+def test_users_are_aligned_by_id_and_mismatches_refused():
+    x, y = align_users([3, 1, 2], [0.3, 0.1, 0.2], [1, 2, 3], [1.0, 2.0, 3.0])
+    assert x.tolist() == [0.1, 0.2, 0.3] and y.tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="different users"):
+        align_users([1, 2], [0.0, 0.0], [1, 3], [0.0, 0.0])
+
+
+def test_per_user_ndcg_by_hand_and_against_recbole(monkeypatch):
+    # hits at ranks 1 and 3, two positives: (1 + 1/log2 4) / (1 + 1/log2 3)
+    topk = np.array([[1, 0, 1, 2], [0, 0, 0, 5], [0, 1, 0, 1]])
+    expected = [1.5 / (1 + 1 / math.log2(3)), 0.0, (1 / math.log2(3)) / 1.0]
+    assert tuned.per_user_ndcg(topk, 3) == pytest.approx(expected)
+
+    from recbole.evaluator.metrics import NDCG
+
+    # RecBole's NDCG reads np.float, which its Config restores on NumPy >= 1.24.
+    monkeypatch.setattr(np, "float", float, raising=False)
+
+    rng = np.random.default_rng(1)
+    hits = rng.random((50, 20)) < 0.2
+    positives = rng.integers(1, 30, size=50)
+    ours = tuned.per_user_ndcg(np.column_stack([hits, positives]), 20)
+    metric = NDCG({"topk": [20], "metric_decimal_place": 6})
+    theirs = metric.metric_info(torch.from_numpy(hits).numpy(), positives)[:, 19]
+    assert ours == pytest.approx(theirs)
+
+
+def test_a_grid_space_is_refused_for_the_equal_budget(tmp_path, monkeypatch):
+    space = tmp_path / "Grid.yaml"
+    space.write_text("space:\n  reg_weight: {grid: [1.0, 2.0]}\n")
+    monkeypatch.setattr(tuned, "space_file", lambda model: space)
+    with pytest.raises(ValueError, match="multiplies the tuned suite's equal trial"):
+        tuned.check_space("Grid")
+
+
+def rows_for(scores: dict, valid: dict) -> dict:
+    """Report rows: each model's per-user scores and its seed results."""
+    users = np.arange(len(next(iter(scores.values()))))
+    return {
+        m: {
+            "per_user": (users, np.asarray(s, float)),
+            "results": [
+                {
+                    "test": {"ndcg@20": float(np.mean(s))},
+                    "valid": {"recall@20": valid[m]},
+                }
+            ],
+        }
+        for m, s in scores.items()
+    }
+
+
+def test_family_bests_come_from_validation_and_the_verdict_follows_the_test():
+    rng = np.random.default_rng(2)
+    base = rng.random(300)
+    rows = rows_for(
+        {
+            "DiffRec": base + 0.05,  # clearly better per user
+            "TDiffRec": base + 0.2,  # best on test, but worse on validation
+            "EASE": base,
+        },
+        {"DiffRec": 0.30, "TDiffRec": 0.20, "EASE": 0.25},
+    )
+    adjusted, bests = tuned_report.comparisons(
+        {"d": rows}, ["DiffRec", "TDiffRec"], "recall@20", "wilcoxon"
+    )
+    assert bests == {"d": ("DiffRec", "EASE")}  # by validation, not by test
+    assert set(adjusted) == {("d", "DiffRec"), ("d", "TDiffRec"), ("d", "EASE")}
+    text = tuned_report.verdict("d", rows, adjusted, "DiffRec", "EASE")
+    assert "the diffusion family wins" in text and "DiffRec beats EASE" in text
+
+    # As many users gain as lose, by the same amounts: no significant difference.
+    tied = rows_for(
+        {"DiffRec": base + np.tile([0.01, -0.01], 150), "EASE": base},
+        {"DiffRec": 0.3, "EASE": 0.3},
+    )
+    adjusted, _ = tuned_report.comparisons(
+        {"d": tied}, ["DiffRec"], "recall@20", "wilcoxon"
+    )
+    assert adjusted[("d", "DiffRec")] > 0.5
+    assert "no significant difference" in tuned_report.verdict(
+        "d", tied, adjusted, "DiffRec", "EASE"
+    )
+    assert "No verdict" in tuned_report.verdict("d", tied, adjusted, None, "EASE")
