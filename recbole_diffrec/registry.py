@@ -15,6 +15,7 @@ from typing import Dict, List, Type
 
 from .models.diffrec import DiffRec
 from .models.diffurec import DiffuRec
+from .models.graph_filters import BSPM, GFCF
 from .models.ldiffrec import LDiffRec
 from .models.seqdiffrec import SeqDiffRec
 from .models.tdiffrec import LTDiffRec, TDiffRec
@@ -27,6 +28,9 @@ PLUGIN_MODELS: Dict[str, type] = {
     # sequential
     "DiffuRec": DiffuRec,
     "SeqDiffRec": SeqDiffRec,
+    # training-free graph filters
+    "GFCF": GFCF,
+    "BSPM": BSPM,
 }
 
 RECBOLE_PREFIX = "recbole."

@@ -377,7 +377,14 @@ Trainer = _with_safe_checkpoints(RecBoleTrainer)
 
 def get_trainer(model_class: type) -> type:
     """The RecBole trainer for ``model_class``, with checkpoints that work on torch >= 2.6."""
-    if is_plugin_model(model_class):
+    # Imported here: this edit stays inside the function (the import block is shared).
+    from recbole.trainer import TraditionalTrainer
+    from recbole.utils import ModelType
+
+    if is_plugin_model(model_class) and model_class.type == ModelType.TRADITIONAL:
+        # Training-free plugin models (GF-CF, BSPM): one pass, as for RecBole's EASE.
+        base = TraditionalTrainer
+    elif is_plugin_model(model_class):
         decays = getattr(model_class, "step_lr_decay", False)
         base = StepDecayTrainer if decays else RecBoleTrainer
     else:
