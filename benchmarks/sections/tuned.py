@@ -153,7 +153,9 @@ def search_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
     options = {
         **job["tune"],
         "num_samples": job["trials"],
-        "name": f"{job['name']}-{job_digest(job)}",
+        # The code version too: a search rerun for new code must not resume the trials
+        # an older version finished.
+        "name": f"{job['name']}-{job_digest(job)}-{runner.code_version('tuned')}",
         "tune_dir": str(runner.results_dir / "tuned" / "tune"),
     }
     start = time.perf_counter()
