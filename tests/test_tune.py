@@ -3,9 +3,11 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -344,12 +346,17 @@ def ray_cluster(tmp_path, monkeypatch):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     ray_cli = str(Path(sys.executable).with_name("ray"))
+    # A temp dir of its own (short: Ray's socket paths must fit 107 characters), so that
+    # teardown stops this cluster only: `ray stop` would kill every Ray on the machine,
+    # a search the user is running included.
+    temp_dir = tempfile.mkdtemp(prefix="rdt", dir="/tmp")
     subprocess.run(
         [
             ray_cli,
             "start",
             "--head",
             f"--port={port}",
+            f"--temp-dir={temp_dir}",
             "--num-cpus=2",
             "--include-dashboard=false",
             "--disable-usage-stats",
@@ -361,7 +368,30 @@ def ray_cluster(tmp_path, monkeypatch):
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=180)
+        stop_processes_using(temp_dir, port)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def stop_processes_using(temp_dir: str, port: int) -> None:
+    """Kill the processes of the cluster started with ``temp_dir``: their command lines
+    name the folder, or the head's port (the Ray client server); workers exit with their
+    raylet. No other Ray on the machine is touched."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info["cmdline"] or []
+        if temp_dir in " ".join(args) or any(
+            a.startswith(("--address=", "--gcs-address=")) and a.endswith(f":{port}")
+            for a in args
+        ):
+            mine.append(proc)
+    for proc in mine:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(mine, timeout=30)
 
 
 def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
