@@ -140,7 +140,7 @@ def table(
     lines = [
         "| model | family | tuned setting | trials | seeds | "
         + " | ".join(f"test {m}" for m in METRICS)
-        + " | p vs other family's best (Holm) | s / epoch | time to result (s) | search (s) | best.yaml reruns |",
+        + " | p vs other family's best (Holm) | s / epoch | time to result (s) | search wall (s) | best.yaml reruns |",
         "|---|---|---|---|---|" + "---|" * len(METRICS) + "---|---|---|---|---|",
     ]
     order = sorted(
@@ -248,7 +248,11 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         "bests are chosen by mean validation Recall@20, never by test. Diffusion family: "
         f"{', '.join(diffusion)}; everything else (BSPM included) is the other family. "
         "*best.yaml reruns*: the search's best.yaml, run as it is, gives the chosen "
-        "trial's test numbers to the 4th decimal. Settings: "
+        "trial's test numbers to the 4th decimal. *s / epoch*: for a training-free model, "
+        "its one pass (fits in EASE and ItemKNN, none in the graph filters, which filter when "
+        "built); *time to result*: one seed's run, start to test metrics; *search wall*: the "
+        "wall time of the suite process that finished the search, two trials at a time (a "
+        "search resumed after an interruption counts only its last part). Settings: "
         f"`{(ROOT / 'properties/experiment/tuned_suite.yaml').relative_to(ROOT)}`.\n",
     ]
     for dataset in tuned["datasets"]:
