@@ -265,9 +265,13 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
             parts.append(
                 "\n".join(table(dataset, rows, diffusion, adjusted, shown)) + "\n"
             )
-            parts.append(
-                "\n" + verdict(dataset, rows, adjusted, best_diff, best_other) + "\n"
-            )
+            text = verdict(dataset, rows, adjusted, best_diff, best_other)
+            if missing:  # a verdict among the models done so far, and it says so
+                text += (
+                    f" *Provisional: {len(rows)} of {len(tuned['models'])} models done; "
+                    "the pending ones may change it.*"
+                )
+            parts.append("\n" + text + "\n")
         if missing:
             parts.append(
                 f"\nPending on {dataset}: {', '.join(missing)} "
