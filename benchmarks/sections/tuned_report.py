@@ -17,8 +17,8 @@ import numpy as np
 from ..report import save_figure
 from ..runner import ROOT, Runner
 from ..stats import align_users, holm, mean_ci, paired_pvalue
+from .accuracy import METRICS
 
-METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 ALPHA = 0.05  # significance level of the verdicts (after Holm's correction)
 
 
