@@ -100,6 +100,17 @@ def cache_key(job: Dict[str, Any], code: str) -> str:
     return f"{job_stem(job)}-{code}"
 
 
+def companions(path: Path) -> List[Path]:
+    """Files a run wrote beside its JSON result (``<stem>-<code>.users.npz``, say), not
+    its lock or log."""
+    prefix = path.name[: -len(".json")] + "."
+    return [
+        p
+        for p in path.parent.glob(glob.escape(prefix) + "*")
+        if p != path and p.suffix not in (".lock", ".log")
+    ]
+
+
 def claim(path: Path) -> Optional[Path]:
     """Lock a run for this process; None when a live process holds it or it is done."""
     lock = path.with_suffix(".lock")
@@ -237,7 +248,8 @@ class Runner:
         write_atomically(path, {"job": job, "code_hash": code, **result})
         for old in self.versions(job):
             if old != path:
-                old.unlink(missing_ok=True)
+                for file in [old, *companions(old)]:
+                    file.unlink(missing_ok=True)
 
     def run_in_worker(self, job: Dict[str, Any], path: Path) -> None:
         """A real run in its own process, so its peak memory is its own."""
@@ -263,6 +275,80 @@ class Runner:
             raise SystemExit(f"run failed ({job}): {err!r}") from err
         finally:
             os.chdir(here)
+
+    # ------------------------------------------------------------------------ revalidation
+    def revalidate(
+        self,
+        witness: Dict[str, Any],
+        vouched: List[Dict[str, Any]],
+        differ: Callable[[Path, Path], Optional[str]],
+    ) -> str:
+        """Carry results from older code forward when a rerun shows the code change did
+        not change them: rerun ``witness`` (a cheap job of the group) with this
+        checkout's code; if ``differ(old, new)`` finds no difference between its old and
+        new result, every job in ``vouched`` whose result came from the witness's old
+        code is marked as this checkout's, with the check recorded in its JSON under
+        ``revalidated``. Otherwise nothing is carried (the witness keeps its new result;
+        the rest stay stale). Returns one line saying what happened."""
+        import shutil
+        import tempfile
+
+        name = f"{witness['name']} ({witness.get('seed', '')})"
+        if not self.cached(witness) or not self.stale(witness):
+            return f"{name}: nothing to revalidate (not run yet, or already current)"
+        old_path = self.versions(witness)[0]
+        old_code = json.loads(old_path.read_text()).get("code_hash", UNKNOWN)
+        if old_code == UNKNOWN:
+            return f"{name}: its result has no code version; rerun it instead"
+        code = self.code_version(witness["section"])
+        path = self.result_path(witness)
+        lock = claim(path)
+        if lock is None:
+            return f"{name}: another suite process is running it"
+        with tempfile.TemporaryDirectory() as folder:
+            kept = Path(folder) / old_path.name
+            for file in [old_path, *companions(old_path)]:
+                shutil.copy2(file, Path(folder) / file.name)
+            try:
+                if self.options.quick:
+                    self.run_in_process(witness)
+                else:
+                    self.run_in_worker(witness, path)
+            finally:
+                lock.unlink(missing_ok=True)
+            difference = differ(kept, path)
+        if difference is not None:
+            return (
+                f"{name}: rerun with code {code} differs from code {old_code} "
+                f"({difference}); the group's other results stay stale"
+            )
+        carried = 0
+        for job in vouched:
+            found = self.versions(job)
+            if not found or found[0] == self.result_path(job):
+                continue
+            result = json.loads(found[0].read_text())
+            if result.get("code_hash") != old_code:
+                continue
+            record = {
+                "from_code": old_code,
+                "witness": job_stem(witness),
+                "identical": True,
+            }
+            result["code_hash"] = code
+            result["revalidated"] = [*result.get("revalidated", []), record]
+            target = self.result_path(job)
+            for file in companions(found[0]):
+                file.rename(
+                    target.with_name(target.stem + file.name[len(found[0].stem) :])
+                )
+            write_atomically(target, result)
+            found[0].unlink()
+            carried += 1
+        return (
+            f"{name}: rerun with code {code} is identical to code {old_code}; "
+            f"{carried} result(s) of the group carried forward"
+        )
 
     # ------------------------------------------------------------------------ report lines
     def notes(self, jobs: List[Dict[str, Any]]) -> str:

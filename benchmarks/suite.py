@@ -7,6 +7,8 @@ Run from the repository root:
     python -m benchmarks.suite --sections accuracy steps
     python -m benchmarks.suite --cached-only    # report cached runs only; missing = pending
     python -m benchmarks.suite --refresh-stale  # also rerun results computed by older code
+    python -m benchmarks.suite --revalidate     # carry results forward after a code change
+                                                # that a rerun shows changed nothing
 
 Sections (benchmarks/sections/, settings in properties/experiment/ml1m_clean_suite.yaml and
 sequential_suite.yaml): accuracy, speed, stopping, scale, steps, sequential; each module's
@@ -20,7 +22,11 @@ resumes where it stopped. Several suite processes may share the work (e.g. two w
 OMP_NUM_THREADS=1 on a 2-core machine): a run being done by a live process is locked and
 skipped by the others. Each result records the hash of the code it was computed with
 (benchmarks/runner.py); one from other code is reported, marked stale, and rerun only with
---refresh-stale. With --cached-only nothing runs.
+--refresh-stale. With --cached-only nothing runs. After a code change that should not
+change a section's numbers (a refactoring, a feature behind a new key), --revalidate reruns
+one witness run per group (for the tuned section: each model's first seed) and, where its
+new result is identical to the old one, carries the group's other results forward (their
+JSON records the check under "revalidated"); where it differs, they stay stale.
 """
 
 from __future__ import annotations
@@ -67,11 +73,46 @@ def parse(argv: Optional[List[str]], names: List[str]) -> argparse.Namespace:
         help="rerun the jobs whose cached result was computed by other code "
         "(by default such results are reported, marked stale)",
     )
+    parser.add_argument(
+        "--revalidate",
+        action="store_true",
+        help="after a code change: rerun one witness per group and carry the group's "
+        "results forward where the witness's result is unchanged; runs nothing else",
+    )
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cached_only and args.refresh_stale:
         parser.error("--refresh-stale: runs jobs, --cached-only runs none; pick one")
+    if args.revalidate and (args.cached_only or args.refresh_stale):
+        parser.error(
+            "--revalidate: runs only witness runs; not with --cached-only or "
+            "--refresh-stale"
+        )
     return args
+
+
+def revalidate(
+    runner: Runner, sections: Dict[str, Section], chosen: List[str]
+) -> List[str]:
+    """``--revalidate``: one line per group of each chosen section that has witnesses."""
+    lines = []
+    parts_of: Dict[str, Any] = {}
+
+    def jobs_of(name: str) -> Any:
+        if name not in parts_of:
+            section = sections[name]
+            parts_of[name] = section.jobs(
+                runner, {n: jobs_of(n) for n in section.needs}
+            )
+        return parts_of[name]
+
+    for name in chosen:
+        section = sections[name]
+        if section.witnesses is None or section.differ is None:
+            continue
+        for witness, vouched in section.witnesses(jobs_of(name)):
+            lines.append(runner.revalidate(witness, vouched, section.differ))
+    return lines
 
 
 def build_parts(
@@ -101,13 +142,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     options = Options(
         quick=args.quick,
         results=Path(args.results).resolve() if args.results else None,
-        cached_only=args.cached_only,
+        cached_only=args.cached_only or args.revalidate,
         refresh_stale=args.refresh_stale,
     )
     runner = Runner(load_spec(args.quick, sections), options, sections)
     if args.job:  # a worker process started by Runner.run_in_worker
         runner.run_job(json.loads(args.job))
         return
+    if args.revalidate:  # listing runs nothing (cached_only); only witnesses run
+        for line in revalidate(runner, sections, args.sections):
+            print(line)
 
     import matplotlib
 

@@ -254,6 +254,93 @@ def test_the_suite_refuses_to_run_as_a_script_and_conflicting_flags():
     assert script.returncode == 1 and "python -m benchmarks.suite" in script.stderr
     with pytest.raises(SystemExit):
         suite.parse(["--cached-only", "--refresh-stale"], ["accuracy"])
+    for other in ("--cached-only", "--refresh-stale"):
+        with pytest.raises(SystemExit):
+            suite.parse(["--revalidate", other], ["accuracy"])
+
+
+# ---------------------------------------------------------------------------- revalidation
+SCALE = {"factor": 10}  # the toy model's "behaviour": a code change may alter it
+
+
+def witness_worker(runner, job):
+    runner.calls.append(job["seed"])
+    extra = runner.result_path(job).with_suffix(".extra.txt")  # a companion file
+    extra.write_text(str(job["seed"]))
+    return {"value": job["seed"] * SCALE["factor"]}
+
+
+def witness_differ(old: Path, new: Path):
+    before, after = (json.loads(p.read_text())["value"] for p in (old, new))
+    return None if before == after else f"value: {before} -> {after}"
+
+
+WITNESSED = Section(
+    name="toy",
+    order=1,
+    jobs=toy_jobs,
+    render=toy_render,
+    worker=witness_worker,
+    witnesses=lambda listed: [(listed[0], listed[1:])],
+    differ=witness_differ,
+)
+
+
+def witnessed_runner(tmp_path, code):
+    runner = Runner(
+        {"quick": True},
+        Options(quick=True, results=tmp_path / "results"),
+        {"toy": WITNESSED},
+        code_versions={"toy": code},
+    )
+    runner.calls = []
+    return runner
+
+
+def test_revalidate_carries_results_forward_only_when_the_witness_is_unchanged(
+    tmp_path,
+):
+    folder = tmp_path / "results" / "toy"
+    old = witnessed_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    assert old.calls == [1, 2]
+
+    # A code change that leaves the numbers alone: only the witness reruns.
+    new = witnessed_runner(tmp_path, "new")
+    line = new.revalidate(listed[0], listed[1:], witness_differ)
+    assert new.calls == [1]
+    assert "identical to code old; 1 result(s) of the group carried forward" in line
+    assert not any(new.stale(j) for j in listed)
+    carried = new.read(listed[1])
+    assert carried["code_hash"] == "new" and carried["value"] == 20
+    assert carried["revalidated"] == [
+        {"from_code": "old", "witness": job_stem(listed[0]), "identical": True}
+    ]
+    # the companion file moved with its result; nothing of the old code is left
+    assert new.result_path(listed[1]).with_suffix(".extra.txt").read_text() == "2"
+    assert sorted(p.name.rsplit("-", 1)[1] for p in folder.iterdir()) == [
+        "new.extra.txt",
+        "new.extra.txt",
+        "new.json",
+        "new.json",
+    ]
+    # nothing left to do: a second revalidation runs nothing
+    assert "nothing to revalidate" in new.revalidate(
+        listed[0], listed[1:], witness_differ
+    )
+    assert new.calls == [1]
+
+    # A code change that alters the numbers: nothing is carried.
+    SCALE["factor"] = 11
+    try:
+        newer = witnessed_runner(tmp_path, "newer")
+        line = newer.revalidate(listed[0], listed[1:], witness_differ)
+    finally:
+        SCALE["factor"] = 10
+    assert "differs from code new (value: 10 -> 11)" in line
+    assert newer.read(listed[0])["value"] == 11 and not newer.stale(listed[0])
+    assert newer.stale(listed[1]) and newer.read(listed[1])["code_hash"] == "new"
+    assert "revalidated" not in newer.read(listed[0])
 
 
 # ---------------------------------------------------------------------------- end to end

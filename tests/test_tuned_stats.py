@@ -4,7 +4,10 @@ exercised by the --quick suite in test_suite.py."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,3 +136,35 @@ def test_family_bests_come_from_validation_and_the_verdict_follows_the_test():
         "d", tied, adjusted, "DiffRec", "EASE"
     )
     assert "No verdict" in tuned_report.verdict("d", tied, adjusted, None, "EASE")
+
+
+def test_tuned_revalidation_compares_metrics_and_every_users_score(tmp_path):
+    from benchmarks.sections.tuned_report import differ, users_file, witnesses
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks/results/tuned"
+    committed = sorted(folder.glob("tuned-ml-1m_clean-TDiffRec-2020-*.json"))[0]
+    old = tmp_path / "old" / committed.name
+    new = tmp_path / "new" / committed.name
+    for target in (old, new):
+        target.parent.mkdir()
+        shutil.copy(committed, target)
+        shutil.copy(users_file(committed), users_file(target))
+    assert differ(old, new) is None
+
+    saved = dict(np.load(users_file(new)))
+    saved["scores"] = saved["scores"].copy()
+    saved["scores"][0] += 1e-6  # one user's score, in the 7th decimal
+    np.savez_compressed(users_file(new), **saved)
+    assert differ(old, new) == "per-user scores differ"
+
+    result = json.loads(committed.read_text())
+    result["test"]["ndcg@20"] += 1e-9
+    new.write_text(json.dumps(result))
+    assert differ(old, new).startswith("test: ")
+
+    listed = {
+        "searches": {("d", "M"): "search"},
+        "seeds": {("d", "M"): ["s1", "s2", "s3"]},
+        "reruns": {("d", "M"): "rerun"},
+    }
+    assert witnesses(listed) == [("s1", ["search", "s2", "s3", "rerun"])]

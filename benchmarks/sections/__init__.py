@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ..runner import Runner, worker_code_hash
 
@@ -34,6 +34,11 @@ class Section:
       None for a section made from other sections' results.
     - ``quick(spec)``: trims the spec for ``--quick``.
     - ``spec_file``: a yaml loaded as ``spec[name]``.
+    - ``witnesses(listed)``: for ``--revalidate``, groups ``(witness, vouched)`` of what
+      ``jobs`` returned: when the code changes, rerunning the cheap ``witness`` and
+      finding its result unchanged (``differ(old_json, new_json)`` returns None, or a
+      line saying what differs) carries the ``vouched`` results forward
+      (``Runner.revalidate``). Sections without it are never carried forward.
     """
 
     name: str
@@ -44,6 +49,8 @@ class Section:
     needs: Tuple[str, ...] = ()
     quick: Optional[Callable[[Dict[str, Any]], None]] = None
     spec_file: Optional[Path] = None
+    witnesses: Optional[Callable[[Any], List[Tuple[Job, List[Job]]]]] = None
+    differ: Optional[Callable[[Path, Path], Optional[str]]] = None
 
     def code_hash(self) -> Optional[str]:
         """The hash of the code this section's runs depend on (see runner)."""

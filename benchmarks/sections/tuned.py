@@ -297,6 +297,8 @@ def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------- report
 # (the report code is in tuned_report.py)
+from .tuned_report import differ, witnesses  # noqa: E402
+
 SECTION = Section(
     name="tuned",
     order=5,
@@ -305,4 +307,6 @@ SECTION = Section(
     worker=worker,
     quick=quick,
     spec_file=SPEC_FILE,
+    witnesses=witnesses,
+    differ=differ,
 )

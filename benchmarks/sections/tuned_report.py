@@ -27,6 +27,63 @@ def users_file(path: Path) -> Path:
     return path.with_suffix(".users.npz")
 
 
+# ---------------------------------------------------------------------------- revalidation
+# What a seed run must reproduce exactly for its model's results to be carried forward.
+COMPARED = ("test", "valid", "epochs", "parameters")
+
+
+def witnesses(
+    listed: Dict[str, Any],
+) -> List[Tuple[Dict[str, Any], List[Dict[str, Any]]]]:
+    """Per dataset and model: its first seed run vouches for its search, other seeds and
+    rerun (``python -m benchmarks.suite --revalidate``). The search itself is never rerun:
+    the seed run trains the search's chosen setting through the same model and trainer
+    code, so an identical seed run after a code change is the evidence that the change
+    left this model's numbers alone."""
+    groups = []
+    for key, seed_jobs in listed["seeds"].items():
+        vouched = [listed["searches"][key], *seed_jobs[1:], listed["reruns"][key]]
+        groups.append((seed_jobs[0], vouched))
+    return groups
+
+
+def differ(old: Path, new: Path) -> Optional[str]:
+    """None when the two seed runs are identical (every compared field and every user's
+    score, exactly), else what differs first."""
+    import json
+
+    before, after = json.loads(old.read_text()), json.loads(new.read_text())
+    for field in COMPARED:
+        if before.get(field) != after.get(field):
+            return f"{field}: {before.get(field)} -> {after.get(field)}"
+    a, b = np.load(users_file(old)), np.load(users_file(new))
+    for field in ("users", "scores"):
+        if not np.array_equal(a[field], b[field]):
+            return f"per-user {field} differ"
+    return None
+
+
+def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
+    """Says which shown results were carried forward by ``--revalidate``."""
+    carried = sorted(
+        {
+            (j["name"], r["from_code"], r["witness"])
+            for j in jobs
+            if runner.cached(j) and not runner.stale(j)
+            for r in runner.read(j).get("revalidated", [])[-1:]
+        }
+    )
+    if not carried:
+        return ""
+    names = ", ".join(sorted({name for name, _, _ in carried}))
+    olds = ", ".join(sorted({code for _, code, _ in carried}))
+    return (
+        f"\nCarried forward from older code ({olds}) by `--revalidate`: {names}; for each, "
+        "a rerun of its first seed with this checkout's code gave identical metrics, "
+        "epochs and per-user scores, so its search, other seeds and rerun were kept.\n"
+    )
+
+
 def per_user_mean(
     runner: Runner, seed_jobs: List[Dict[str, Any]]
 ) -> Tuple[np.ndarray, np.ndarray]:
@@ -280,5 +337,6 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
     if collected:
         figure(collected, diffusion, figures / "tuned.png")
         parts.append("\n![tuned](figures/tuned.png)\n")
+    parts.append(carried_line(runner, everything))
     parts.append(runner.stale_line(everything))
     return "".join(parts)
