@@ -303,7 +303,7 @@ def summarise(args, record: Dict[str, Any]) -> Dict[str, Any]:
     if check.exists():
         summary["recbole_check"] = json.loads(check.read_text())
     write_json(args.out / "summary.json", summary)
-    REPORT.write_text(markdown(summary))
+    args.report.write_text(markdown(summary))
     return summary
 
 
@@ -408,6 +408,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="evaluation noise seeds")
     parser.add_argument("--eval-seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--report", type=Path, default=REPORT, help="markdown out")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -417,7 +418,7 @@ def main(argv=None) -> None:
         record = train(args)
         evaluate(args, record)
     summary = summarise(args, record)
-    print(REPORT.read_text())
+    print(args.report.read_text())
     print(json.dumps(summary["rows"], indent=1))
 
 

@@ -247,3 +247,52 @@ def test_set_inference_steps_is_checked(data, model):
         with pytest.raises(ValueError, match="inference_steps: got"):
             net.set_inference_steps(bad)
     assert net.inference_steps is None  # unchanged
+
+
+# ---------------------------------------------------------------------------- benchmark
+def test_steps_benchmark_summary_on_fake_evaluations(tmp_path):
+    """The report part of benchmarks/bench_sequential_steps.py on made-up per-user
+    results: paired differences, CI, speed-up and the target verdict."""
+    import json
+
+    import numpy as np
+
+    from benchmarks import bench_sequential_steps as bench
+
+    out = tmp_path / "out"
+    (out / "eval").mkdir(parents=True)
+    train = {
+        "settings": {**bench.SHRUNK, "steps": 32},
+        "parameters": 1,
+        "epochs": 3.0,
+        "wall_seconds": 60.0,
+        "best_valid": {"ndcg@10": 0.05},
+        "recbole_test_full_chain": {"ndcg@10": 0.05},
+        "validations": [{"epoch": 1, "ndcg@10": 0.05}],
+        "model_file": "none",
+    }
+    (out / "train.json").write_text(json.dumps(train))
+    rng = np.random.default_rng(0)
+    users = 400
+    for s in range(3):
+        full = (rng.random(users) < 0.3) * rng.random(users)
+        for steps, seconds in ((32, 32.0), (8, 8.0), (1, 1.0)):
+            ndcg = full.copy()
+            if steps == 1:  # a big loss on a tenth of the users
+                ndcg[: users // 10] = 0.0
+            np.savez(
+                out / "eval" / f"steps{steps}_seed{s}.npz",
+                wall=seconds,
+                cpu=seconds,
+                ndcg=ndcg,
+                hit=(ndcg > 0).astype(float),
+            )
+    report = tmp_path / "report.md"
+    bench.main(["--report-only", "--out", str(out), "--report", str(report)])
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {r["steps"]: r for r in summary["rows"]}
+    assert summary["seeds"] == 3 and summary["users"] == users
+    assert rows[8]["ndcg_diff"] == 0 and rows[8]["speedup"] == 4.0
+    assert rows[1]["ndcg_rel_diff"] < -0.02 and rows[1]["ndcg_diff_ci95"] > 0
+    assert summary["target_met_by"] == [8]
+    assert "**met** by inference_steps 8" in report.read_text()
