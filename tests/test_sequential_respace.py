@@ -288,7 +288,9 @@ def test_steps_benchmark_summary_on_fake_evaluations(tmp_path):
                 hit=(ndcg > 0).astype(float),
             )
     report = tmp_path / "report.md"
-    bench.main(["--report-only", "--out", str(out), "--report", str(report)])
+    bench.main(
+        ["--report-only", "--no-popularity", "--out", str(out), "--report", str(report)]
+    )
     summary = json.loads((out / "summary.json").read_text())
     rows = {r["steps"]: r for r in summary["rows"]}
     assert summary["seeds"] == 3 and summary["users"] == users
