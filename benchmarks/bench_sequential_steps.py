@@ -329,6 +329,9 @@ def summarise(args, record: Dict[str, Any]) -> Dict[str, Any]:
         "command": "python -m benchmarks.bench_sequential_steps "
         + " ".join(shlex.quote(a) for a in sys.argv[1:]),
     }
+    previous = args.out / "summary.json"
+    if args.report_only and previous.exists():  # the command that measured it
+        summary["command"] = json.loads(previous.read_text())["command"]
     if not args.no_popularity:
         summary["popularity"] = popularity(args, record)
     check = args.out / "recbole_check.json"
