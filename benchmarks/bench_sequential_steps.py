@@ -431,6 +431,15 @@ def markdown(s: Dict[str, Any]) -> str:
             else "**not met** by any count <= 8 (see the table)."
         ),
         "",
+        "Caveats: the model is short of convergence (validation NDCG@10 still rising "
+        "at the budget; DiffuRec's reference trains for hundreds of epochs), and the "
+        "CIs are over 943 users only. Why so few users' rankings move: DiffuRec adds "
+        "x_t plus its step embedding to the history scaled by N(delta, delta) with "
+        "delta = lambda_uncertainty = 0.001, so the approximator's x0 depends on the "
+        "chain only weakly; a converged model or a larger lambda_uncertainty may react "
+        "more to fewer steps. inference_steps 1 keeps only the start step (31), "
+        "unlike DiffRec's single step 0.",
+        "",
         "Validation during training: "
         + ", ".join(
             f"epoch {v['epoch']} {v.get('ndcg@10', float('nan')):.4f}"
