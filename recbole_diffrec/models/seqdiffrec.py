@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
+from ..diffusion.resample import randn_rows, randn_rows_like
 from .checks import SEQDIFFREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
@@ -143,7 +144,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
         embedded = self.item_embedding(target)
         # Extra forward transition: discrete item -> hidden vector, x0 ~ N(e, beta_1 I).
-        x_start = embedded + self.diffusion.betas[0].float().sqrt() * torch.randn_like(
+        x_start = embedded + self.diffusion.betas[0].float().sqrt() * randn_rows_like(
             embedded
         )
 
@@ -168,9 +169,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         )
         # q(x_s | x0) with the unknown x0 replaced by its prior mean 0.
         scale = self.diffusion.sqrt_one_minus_alphas_cumprod[self.inference_step - 1]
-        x_t = float(scale) * torch.randn(
-            batch * draws, self.hidden_size, device=item_seq.device
-        )
+        x_t = float(scale) * randn_rows(
+            draws, batch, self.hidden_size, dim=1, device=item_seq.device
+        ).reshape(batch * draws, self.hidden_size)
         x0 = self.denoise(item_seq.repeat(draws, 1), item_seq_len.repeat(draws), x_t, t)
         return x0.view(draws, batch, self.hidden_size).mean(dim=0)
 
