@@ -123,11 +123,6 @@ def settings(config: Any) -> DistSettings:
             f"{offset_key}: got {offset} with nproc={nproc}, world_size={world}; allowed: "
             f"0 <= {offset_key} <= world_size - nproc (the first rank on this machine)"
         )
-    if world < nproc:
-        raise BadInputError(
-            f"world_size: got {world} with nproc={nproc}; allowed: -1 or >= nproc "
-            "(processes on all machines)"
-        )
     ip = _get(config, "ip", "localhost")
     if not isinstance(ip, str) or not ip.strip():
         raise BadInputError(f"ip: got {ip!r}; allowed: rank 0's host name or address")
@@ -219,12 +214,13 @@ def init_process_group(config: Any, local_rank: int) -> torch.device:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
+    port = found.port or (_WORKER or {}).get("port")
     if not dist.is_initialized():
         dist.init_process_group(
             backend=found.backend,
             rank=rank,
             world_size=found.world_size,
-            init_method=f"tcp://{found.ip}:{found.port}",
+            init_method=f"tcp://{found.ip}:{port}",
             timeout=timedelta(seconds=found.timeout),
         )
     return device
@@ -313,9 +309,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(local_rank: int, fn: Callable, args: tuple, folder: str) -> None:
+def _worker(
+    local_rank: int, fn: Callable, args: tuple, folder: str, port: int, nproc: int
+) -> None:
     global _WORKER
-    _WORKER = {"local_rank": local_rank}
+    _WORKER = {"local_rank": local_rank, "port": port}
+    if "OMP_NUM_THREADS" not in os.environ:
+        # The processes share this machine's cores (one process would use them all).
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // nproc))
     try:
         result = fn(local_rank, *args)
         if local_rank == 0:
@@ -354,8 +355,10 @@ def _is_comm_error(err: BaseException) -> bool:
     )
 
 
-def launch(fn: Callable, args: tuple, nproc: int) -> Any:
+def launch(fn: Callable, args: tuple, nproc: int, port: Optional[int] = None) -> Any:
     """Run ``fn(local_rank, *args)`` in ``nproc`` spawned processes; rank 0's result.
+
+    ``port``: where rank 0 listens when the settings say ``port: ~`` (default: a free one).
 
     A rank that raises (or dies) ends the run: the others are terminated and one
     :class:`DistributedRunError` names the rank whose error came first (a rank whose
@@ -365,7 +368,10 @@ def launch(fn: Callable, args: tuple, nproc: int) -> Any:
 
     with tempfile.TemporaryDirectory(prefix="recbole_diffrec-dist-") as folder:
         try:
-            mp.spawn(_worker, args=(fn, args, folder), nprocs=nproc, join=True)
+            port = port or free_port()
+            mp.spawn(
+                _worker, args=(fn, args, folder, port, nproc), nprocs=nproc, join=True
+            )
         except Exception as err:  # ProcessRaisedException / ProcessExitedException
             raise _first_failure(err, folder, nproc) from None
         path = os.path.join(folder, "result.pkl")

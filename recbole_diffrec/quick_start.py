@@ -55,8 +55,6 @@ def run(
     found = distributed.check_run(config)
     if found.enabled and "local_rank" not in config.external_config_dict:
         settings = plain(config.external_config_dict)
-        if found.port is None:
-            settings["port"] = distributed.free_port()
         return distributed.launch(
             _run_rank, (model, dataset, settings, saved, trainer_class), found.nproc
         )
@@ -105,7 +103,8 @@ def run_config(config, saved: Optional[bool] = None, trainer_class=None):
             trainer.resume_training(resume)
         result = fit_and_test(trainer, train_data, valid_data, test_data, saved)
     finally:
-        if parallel:
+        # A launched process leaves its group to the launcher (it may run more jobs).
+        if parallel and distributed.worker_context() is None:
             distributed.destroy_process_group()
     return {
         "model": config["model"],
