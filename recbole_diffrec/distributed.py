@@ -114,6 +114,11 @@ def settings(config: Any) -> DistSettings:
         raise BadInputError(
             f"world_size: got {world}; allowed: -1 (= nproc) or an integer >= 1"
         )
+    if world < nproc:
+        raise BadInputError(
+            f"world_size: got {world} with nproc={nproc}; allowed: -1 or >= nproc "
+            "(processes on all machines)"
+        )
     offset_key = (
         "group_offset" if _get(config, "group_offset") is not None else "offset"
     )

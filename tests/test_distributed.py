@@ -20,6 +20,7 @@ from conftest import (
     make_release,
     release_settings,
 )
+from dist_helpers import fails_on_rank_1
 from recbole_diffrec import distributed
 from recbole_diffrec.config import config_from_settings
 from recbole_diffrec.diffusion.resample import (
@@ -158,27 +159,10 @@ def test_a_distributed_run_resumes_from_its_training_state(runs):
     assert _max_diff(whole["params"], resumed["params"]) == 0
 
 
-def _fails_on_rank_1(local_rank, port):
-    import torch.distributed as dist
-    from datetime import timedelta
-
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://localhost:{port}",
-        rank=local_rank,
-        world_size=2,
-        timeout=timedelta(seconds=120),
-    )
-    if local_rank == 1:
-        time.sleep(0.5)
-        raise ValueError("boom on purpose")
-    dist.barrier()  # waits for rank 1, which never comes
-
-
 def test_a_failing_rank_stops_the_job_with_one_error():
     start = time.perf_counter()
     with pytest.raises(DistributedRunError) as caught:
-        distributed.launch(_fails_on_rank_1, (distributed.free_port(),), 2)
+        distributed.launch(fails_on_rank_1, (distributed.free_port(),), 2)
     assert caught.value.rank == 1
     assert str(caught.value) == "rank 1 failed: ValueError: boom on purpose"
     assert time.perf_counter() - start < 100  # the collective's timeout is 120 s
