@@ -55,13 +55,30 @@ def run(
     found = distributed.check_run(config)
     if found.enabled and "local_rank" not in config.external_config_dict:
         settings = plain(config.external_config_dict)
+        clusters = _clusters_before_launch(config)
         return distributed.launch(
-            _run_rank, (model, dataset, settings, saved, trainer_class), found.nproc
+            _run_rank,
+            (model, dataset, settings, saved, trainer_class, clusters),
+            found.nproc,
         )
     return run_config(config, saved, trainer_class)
 
 
-def _run_rank(local_rank, model, dataset, settings, saved, trainer_class):
+def _clusters_before_launch(config):
+    """L-DiffRec's item clusters, prepared once here before the processes start (a
+    LightGCN training would otherwise keep the other ranks waiting on rank 0); the same
+    steps and seeds as in one process, so the clusters are the same."""
+    if not getattr(config.model_class, "needs_item_clusters", False):
+        return None
+    from .clustering import prepare_item_clusters
+
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, _, _ = load_splits(config)
+    init_seed(config["seed"], config["reproducibility"])
+    return prepare_item_clusters(config, train_data.dataset)
+
+
+def _run_rank(local_rank, model, dataset, settings, saved, trainer_class, clusters):
     """One launched process: the parent's settings, this rank's process group."""
     import warnings
 
@@ -70,10 +87,12 @@ def _run_rank(local_rank, model, dataset, settings, saved, trainer_class):
     warnings.simplefilter("ignore", UnknownSettingWarning)  # the parent warned once
     settings = {k: v for k, v in settings.items() if k not in ("model", "dataset")}
     config = config_from_settings(model, dataset, settings)
-    return run_config(config, saved, trainer_class)
+    return run_config(config, saved, trainer_class, item_clusters=clusters)
 
 
-def run_config(config, saved: Optional[bool] = None, trainer_class=None):
+def run_config(
+    config, saved: Optional[bool] = None, trainer_class=None, item_clusters=None
+):
     """:func:`run` for a built ``config`` (in this process; data-parallel when the
     config joined a process group)."""
     parallel = not config["single_spec"]
@@ -94,7 +113,7 @@ def run_config(config, saved: Optional[bool] = None, trainer_class=None):
         # global batch alike on all ranks (RecBole adds local_rank here; one process
         # has local_rank 0, so nothing changes there).
         init_seed(config["seed"], config["reproducibility"])
-        model = _build_model(config, train_data.dataset)
+        model = _build_model(config, train_data.dataset, item_clusters)
         getLogger().info(model)
         trainer = (trainer_class or get_trainer(config.model_class))(config, model)
         resume = resume_file(config) if distributed.is_main() else None
@@ -119,14 +138,16 @@ def run_config(config, saved: Optional[bool] = None, trainer_class=None):
     }
 
 
-def _build_model(config, train_dataset):
+def _build_model(config, train_dataset, item_clusters=None):
     """:func:`build_model`; data-parallel, item clusters are prepared once, by rank 0 in
     a one-process setting (a LightGCN it may train, and the cache it writes), and sent
     to the other ranks."""
-    if config["single_spec"] or not getattr(
-        config.model_class, "needs_item_clusters", False
+    if (
+        config["single_spec"]
+        or item_clusters is not None
+        or not getattr(config.model_class, "needs_item_clusters", False)
     ):
-        return build_model(config, train_dataset)
+        return build_model(config, train_dataset, item_clusters=item_clusters)
     from .clustering import prepare_item_clusters
 
     clusters = None

@@ -9,6 +9,7 @@ checkpoint, say) is only unpickled when the caller says it trusts the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 from functools import lru_cache
@@ -128,8 +129,12 @@ class SafeCheckpointMixin:
     def __init__(self, config, model):
         self.data_parallel = not config["single_spec"]
         if self.data_parallel:
-            # RecBole's constructor would build a CUDA-only DDP (device_ids=[local_rank]).
-            with distributed.single_spec(config):
+            # RecBole's constructor would build a CUDA-only DDP (device_ids=[local_rank]);
+            # ranks other than 0 write no tensorboard folder.
+            with (
+                distributed.single_spec(config),
+                _no_tensorboard(distributed.rank() != 0),
+            ):
                 super().__init__(config, model)
             self._wrap_ddp()
         else:
@@ -271,6 +276,12 @@ class SafeCheckpointMixin:
         if self._pending_rng is not None:
             # Last, after the model, trainer and dataloaders drew their own numbers.
             restore_rng(self._pending_rng, self._train_generator)
+            cuda = self._pending_rng.get("cuda")
+            device = torch.device(self.config["device"])
+            if self.data_parallel and cuda is not None and device.type == "cuda":
+                # Rank 0's state for its own device, on every rank's own device: the
+                # batch-shaped draws stay the same on all ranks after a resume.
+                torch.cuda.set_rng_state(cuda[0].cpu(), device=device)
             self._pending_rng = None
             if self._training_ended():
                 # RecBole's fit would overwrite the best model with the current one.
@@ -355,6 +366,10 @@ class SafeCheckpointMixin:
                 losses = loss_func(interaction[shard.start : shard.stop])
             weight = shard.size * world / shard.total
             parts = losses if isinstance(losses, tuple) else (losses,)
+            if shard.size == 0:
+                # The last batch shorter than the world: this rank ran the model on no
+                # rows (its draws and collectives kept in step) and adds nothing.
+                parts = [torch.nan_to_num(part) for part in parts]
             weighted = [part * weight if weight != 1 else part for part in parts]
             total = torch.stack([part.detach().float() for part in weighted])
             total = distributed.all_reduce_sum(total) / world
@@ -508,6 +523,26 @@ class StepDecayTrainer(RecBoleTrainer):
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
         return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+
+class _NoWriter:
+    """Stands in for a tensorboard SummaryWriter: every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _no_tensorboard(active: bool):
+    import recbole.trainer.trainer as recbole_trainer
+
+    saved = recbole_trainer.get_tensorboard
+    if active:
+        recbole_trainer.get_tensorboard = lambda logger: _NoWriter()
+    try:
+        yield
+    finally:
+        recbole_trainer.get_tensorboard = saved
 
 
 @lru_cache(maxsize=None)
