@@ -64,6 +64,7 @@ def _job_list(workdir):
             {**toy, **EXACT, **SVD, "ae_dropout": 0.0},
         ),
         "DiffuRec": ("DiffuRec", "gen-seq", [SEQUENCE_YAML], seq),
+        "SeqDiffRec": ("SeqDiffRec", "gen-seq", [SEQUENCE_YAML], dict(seq)),
         "BPR": ("BPR", "toy", toy_files, {**toy, **EXACT}),
         # Defaults (Adam, dropout): within seed noise, not equal.
         "DiffRec-default": ("DiffRec", "toy", toy_files, dict(toy)),
@@ -134,12 +135,16 @@ def _max_diff(a, b):
     return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
 
 
-@pytest.mark.parametrize("model", ["DiffRec", "LDiffRec", "DiffuRec", "BPR"])
+@pytest.mark.parametrize(
+    "model", ["DiffRec", "LDiffRec", "DiffuRec", "SeqDiffRec", "BPR"]
+)
 def test_two_processes_equal_one(runs, model):
     one, two = runs
     params = {k: v for k, v in one[model]["params"].items() if "loss_history" not in k}
     other = {k: two[model]["params"][k] for k in params}
-    assert _max_diff(params, other) < 1e-5
+    diff = _max_diff(params, other)
+    print(f"{model}: largest parameter difference {diff:.1e}")
+    assert diff < 1e-5
     assert two[model]["valid_curve"] == one[model]["valid_curve"]
     assert two[model]["test_result"] == one[model]["test_result"]
 
