@@ -10,6 +10,7 @@ checkpoint, say) is only unpickled when the caller says it trusts the file.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import pickle
 from functools import lru_cache
@@ -131,11 +132,9 @@ class SafeCheckpointMixin:
         if self.data_parallel:
             # RecBole's constructor would build a CUDA-only DDP (device_ids=[local_rank]);
             # ranks other than 0 write no tensorboard folder.
-            with (
-                distributed.single_spec(config),
-                _no_tensorboard(distributed.rank() != 0),
-            ):
-                super().__init__(config, model)
+            with distributed.single_spec(config):
+                with _no_tensorboard(distributed.rank() != 0):
+                    super().__init__(config, model)
             self._wrap_ddp()
         else:
             super().__init__(config, model)
@@ -158,8 +157,6 @@ class SafeCheckpointMixin:
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel
-
-        import inspect
 
         device = torch.device(self.config["device"])
         # Buffers (e.g. the importance sampler's history) stay equal on all ranks by
