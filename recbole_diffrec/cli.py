@@ -20,12 +20,20 @@ import sys
 import warnings
 from typing import Iterator, List, Optional, Sequence
 
+from .distributed import DistributedRunError
 from .errors import debug_enabled
 from .quick_start import run
 
 # What a bad input raises: the plugin's BadInputError is a ValueError; RecBole and Ray
 # raise these for missing files and an unreachable cluster.
 INPUT_ERRORS = (ValueError, FileNotFoundError, ConnectionError)
+INPUT_ERROR_NAMES = {
+    "ValueError",
+    "BadInputError",
+    "MissingInputError",
+    "FileNotFoundError",
+    "NonFiniteLossError",
+}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -68,6 +76,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except DistributedRunError as err:
+        # One line naming the rank; the rank's traceback with --debug.
+        if debug:
+            print(err.details, file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if err.error_type in INPUT_ERROR_NAMES else 1
 
 
 @contextlib.contextmanager

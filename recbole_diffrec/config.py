@@ -43,6 +43,7 @@ UNDECLARED_KEYS = frozenset(
         "port",
         "nproc",
         "offset",
+        "group_offset",
         "MODEL_TYPE",
         "release_path",
         "sequence_file",
@@ -65,6 +66,35 @@ class Config(RecBoleConfig):
         warn_unknown_settings(self.external_config_dict, self.model_class)
         # Malformed atomic files fail here, named, not deep inside RecBole's loading.
         check_dataset_files(self)
+
+    def _init_device(self):
+        """RecBole's device choice; in a data-parallel process (started by
+        :func:`.distributed.launch`, or given ``local_rank`` as RecBole's ``run_recboles``
+        does) the process group is joined with the backend that fits the device, where
+        RecBole always initialises NCCL."""
+        from . import distributed
+
+        worker = distributed.worker_context()
+        final = self.final_config_dict
+        if worker is None and "local_rank" not in final:
+            return super()._init_device()
+        local_rank = int(worker["local_rank"] if worker else final["local_rank"])
+        gpu_id = final.get("gpu_id")
+        gpu_id = (
+            ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else gpu_id
+        )
+        final["gpu_id"] = "" if gpu_id is None else str(gpu_id)
+        os.environ["CUDA_VISIBLE_DEVICES"] = final["gpu_id"]
+        final["local_rank"] = local_rank
+        final["device"] = distributed.init_process_group(final, local_rank)
+        found = distributed.settings(final)
+        final["world_size"] = found.world_size
+        final["offset"] = found.offset
+        final["single_spec"] = False
+        if found.offset + local_rank != 0:
+            final["state"] = "error"
+            final["show_progress"] = False
+            final["verbose"] = False
 
     def _load_config_files(self, file_list) -> Dict[str, Any]:
         settings: Dict[str, Any] = {}

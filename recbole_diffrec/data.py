@@ -138,7 +138,23 @@ def data_preparation(config, dataset):
     """Drop-in for ``recbole.data.data_preparation`` that routes plugin models correctly.
 
     Returns ``(train_data, valid_data, test_data)``.
+
+    Data-parallel (``single_spec`` False), the loaders are the ones a single process
+    builds: every rank iterates the same global batches (the train loader's generator is
+    seeded alike, so each epoch's reshuffle is the one-process order) and the trainer
+    keeps each rank's contiguous shard of rows (per-rank batch = global / world size).
+    RecBole's own distributed loaders (a ``DistributedSampler``, each rank a strided
+    subset, the last batch padded with repeated rows) are not used.
     """
+    if not config["single_spec"]:
+        from .distributed import single_spec
+
+        with single_spec(config):
+            return _data_preparation(config, dataset)
+    return _data_preparation(config, dataset)
+
+
+def _data_preparation(config, dataset):
     check_settings(config, RUN)
     configure_eval_batch(config, dataset)
     histories = None

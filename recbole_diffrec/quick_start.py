@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Union
 from recbole.data import create_dataset
 from recbole.utils import init_logger, init_seed, set_color
 
+from . import distributed
 from .config import Config, config_from_settings
 from .convert import ensure_release_converted
 from .data import data_preparation
@@ -18,6 +19,7 @@ from .pipeline import build_model
 from .registry import get_model
 from .trainer import CHECKPOINT_FORMAT, decode_array, get_trainer, load_checkpoint
 from .training_state import latest_state_file
+from .utils import plain
 
 
 def check_model_config(config) -> None:
@@ -43,23 +45,86 @@ def run(
 
     Returns a dict with the best validation score and results, the test results, the
     checkpoint path (when ``saved``), the parameter count and timings.
+
+    With ``nproc`` > 1 or ``world_size`` > 1 (RecBole's flags) the run is data-parallel:
+    ``nproc`` processes are started on this machine (see :mod:`.distributed`) and rank 0's
+    result is returned; a failing rank raises :class:`~.distributed.DistributedRunError`.
     """
     config = Config(model, dataset, config_file_list, config_dict)
     check_model_config(config)
+    found = distributed.check_run(config)
+    if found.enabled and "local_rank" not in config.external_config_dict:
+        settings = plain(config.external_config_dict)
+        clusters = _clusters_before_launch(config)
+        return distributed.launch(
+            _run_rank,
+            (model, dataset, settings, saved, trainer_class, clusters),
+            found.nproc,
+        )
+    return run_config(config, saved, trainer_class)
+
+
+def _clusters_before_launch(config):
+    """L-DiffRec's item clusters, prepared once here before the processes start (a
+    LightGCN training would otherwise keep the other ranks waiting on rank 0); the same
+    steps and seeds as in one process, so the clusters are the same."""
+    if not getattr(config.model_class, "needs_item_clusters", False):
+        return None
+    from .clustering import prepare_item_clusters
+
+    init_seed(config["seed"], config["reproducibility"])
+    _, train_data, _, _ = load_splits(config)
+    init_seed(config["seed"], config["reproducibility"])
+    return prepare_item_clusters(config, train_data.dataset)
+
+
+def _run_rank(local_rank, model, dataset, settings, saved, trainer_class, clusters):
+    """One launched process: the parent's settings, this rank's process group."""
+    import warnings
+
+    from .errors import UnknownSettingWarning
+
+    warnings.simplefilter("ignore", UnknownSettingWarning)  # the parent warned once
+    settings = {k: v for k, v in settings.items() if k not in ("model", "dataset")}
+    config = config_from_settings(model, dataset, settings)
+    return run_config(config, saved, trainer_class, item_clusters=clusters)
+
+
+def run_config(
+    config, saved: Optional[bool] = None, trainer_class=None, item_clusters=None
+):
+    """:func:`run` for a built ``config`` (in this process; data-parallel when the
+    config joined a process group)."""
+    parallel = not config["single_spec"]
+    if parallel:
+        check_model_config(config)
+        distributed.check_run(config)
     saved = bool(config["saved"]) if saved is None else saved
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    if distributed.is_main():
+        init_logger(config)
+    else:
+        distributed.quiet_logging()
     getLogger().info(config)
-    _, train_data, valid_data, test_data = load_splits(config)
+    try:
+        _, train_data, valid_data, test_data = load_splits(config)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = build_model(config, train_data.dataset)
-    getLogger().info(model)
-    trainer = (trainer_class or get_trainer(config.model_class))(config, model)
-    resume = resume_file(config)
-    if resume is not None:
-        trainer.resume_training(resume)
-    result = fit_and_test(trainer, train_data, valid_data, test_data, saved)
+        # The same seed on every rank: batch-shaped draws are drawn for the whole
+        # global batch alike on all ranks (RecBole adds local_rank here; one process
+        # has local_rank 0, so nothing changes there).
+        init_seed(config["seed"], config["reproducibility"])
+        model = _build_model(config, train_data.dataset, item_clusters)
+        getLogger().info(model)
+        trainer = (trainer_class or get_trainer(config.model_class))(config, model)
+        resume = resume_file(config) if distributed.is_main() else None
+        resume = distributed.broadcast_object(resume)
+        if resume is not None:
+            trainer.resume_training(resume)
+        result = fit_and_test(trainer, train_data, valid_data, test_data, saved)
+    finally:
+        # A launched process leaves its group to the launcher (it may run more jobs).
+        if parallel and distributed.worker_context() is None:
+            distributed.destroy_process_group()
     return {
         "model": config["model"],
         "model_class": f"{config.model_class.__module__}.{config.model_class.__name__}",
@@ -71,6 +136,26 @@ def run(
         "valid_curve": list(getattr(trainer, "valid_curve", [])),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+
+
+def _build_model(config, train_dataset, item_clusters=None):
+    """:func:`build_model`; data-parallel, item clusters are prepared once, by rank 0 in
+    a one-process setting (a LightGCN it may train, and the cache it writes), and sent
+    to the other ranks."""
+    if (
+        config["single_spec"]
+        or item_clusters is not None
+        or not getattr(config.model_class, "needs_item_clusters", False)
+    ):
+        return build_model(config, train_dataset, item_clusters=item_clusters)
+    from .clustering import prepare_item_clusters
+
+    clusters = None
+    if distributed.is_main():
+        with distributed.local_only(config):
+            clusters = prepare_item_clusters(config, train_dataset)
+    clusters = distributed.broadcast_object(clusters)
+    return build_model(config, train_dataset, item_clusters=clusters)
 
 
 def resume_file(config) -> Optional[str]:
@@ -98,7 +183,12 @@ def resume_file(config) -> Optional[str]:
 def load_splits(config):
     """``(dataset, train_data, valid_data, test_data)``; a DiffRec release folder named
     by ``release_path`` is converted to atomic files first."""
-    ensure_release_converted(config)
+    # Data-parallel, rank 0 converts first and the others find the files made.
+    if distributed.is_main():
+        ensure_release_converted(config)
+    distributed.barrier()
+    if not distributed.is_main():
+        ensure_release_converted(config)
     data = create_dataset(config)
     getLogger().info(data)
     return (data, *data_preparation(config, data))

@@ -9,6 +9,8 @@ checkpoint, say) is only unpickled when the caller says it trusts the file.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
 import pickle
 from functools import lru_cache
@@ -17,10 +19,13 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 import scipy.sparse as sp
 import torch
+from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.trainer import Trainer as RecBoleTrainer
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 
+from . import distributed
+from .diffusion.resample import BatchShard, batch_shard
 from .models.checks import LR_DECAY, check_settings
 from .registry import is_plugin_model, registry_name
 from .training_state import (
@@ -114,10 +119,26 @@ def load_checkpoint(
 class SafeCheckpointMixin:
     """Overrides the three places RecBole's trainers write and read checkpoints, writes a
     training-state file at epoch boundaries (see :mod:`.training_state`) and resumes from
-    one, and stops on the first non-finite loss."""
+    one, and stops on the first non-finite loss.
+
+    Data-parallel (``config["single_spec"]`` False, set by the plugin's Config in a
+    launched process): the model is wrapped in DDP (gloo on CPU, NCCL on CUDA), each rank
+    trains on its shard of every global batch with its loss weighted so the averaged
+    gradient is the global batch's, evaluation is sharded over users and gathered, and
+    only rank 0 writes files (see :mod:`.distributed`)."""
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        self.data_parallel = not config["single_spec"]
+        if self.data_parallel:
+            # RecBole's constructor would build a CUDA-only DDP (device_ids=[local_rank]);
+            # ranks other than 0 write no tensorboard folder.
+            with distributed.single_spec(config):
+                with _no_tensorboard(distributed.rank() != 0):
+                    super().__init__(config, model)
+            self._wrap_ddp()
+        else:
+            super().__init__(config, model)
+        self._eval_counts: Optional[list] = None
         self.valid_curve: list = []  # one entry per evaluation, kept across resumes
         self.state_file: Optional[str] = None
         self._pending_rng: Optional[Dict[str, Any]] = None
@@ -133,6 +154,38 @@ class SafeCheckpointMixin:
         # saves, and evaluate(load_best_model=True) then fails on a missing file.
         if self.eval_step > self.epochs:
             self.eval_step = self.epochs
+
+    def _wrap_ddp(self) -> None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = torch.device(self.config["device"])
+        # Buffers (e.g. the importance sampler's history) stay equal on all ranks by
+        # construction: synced once at the start, not before every forward.
+        newer = (
+            "forward_sync_buffers"
+            in inspect.signature(DistributedDataParallel).parameters
+        )
+        sync = {"forward_sync_buffers" if newer else "broadcast_buffers": False}
+        self.distributed_model = DistributedDataParallel(
+            self.model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            **sync,
+        )
+        # One file name for all ranks (each rank's clock named its own).
+        self.saved_model_file = distributed.broadcast_object(self.saved_model_file)
+
+    def _writes_files(self) -> bool:
+        return not self.data_parallel or distributed.rank() == 0
+
+    def _load_shared(self, path: str, map_location=None) -> Dict[str, Any]:
+        """A checkpoint or state file read by rank 0 and sent to the others (who may run
+        on machines without the file)."""
+        if not self.data_parallel:
+            return load_checkpoint(path, map_location=map_location)
+        loaded = (
+            load_checkpoint(path, map_location="cpu") if self._writes_files() else None
+        )
+        return distributed.broadcast_object(loaded)
 
     def _build_optimizer(self, **kwargs):
         groups = getattr(self.model, "optimizer_param_groups", None)
@@ -157,7 +210,7 @@ class SafeCheckpointMixin:
         return super()._build_optimizer(**kwargs)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not self._writes_files():
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
@@ -187,7 +240,7 @@ class SafeCheckpointMixin:
 
     def resume_checkpoint(self, resume_file):
         resume_file = str(resume_file)
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        checkpoint = self._load_shared(resume_file, map_location=self.device)
         self.saved_model_file = resume_file
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
@@ -220,6 +273,12 @@ class SafeCheckpointMixin:
         if self._pending_rng is not None:
             # Last, after the model, trainer and dataloaders drew their own numbers.
             restore_rng(self._pending_rng, self._train_generator)
+            cuda = self._pending_rng.get("cuda")
+            device = torch.device(self.config["device"])
+            if self.data_parallel and cuda is not None and device.type == "cuda":
+                # Rank 0's state for its own device, on every rank's own device: the
+                # batch-shaped draws stay the same on all ranks after a resume.
+                torch.cuda.set_rng_state(cuda[0].cpu(), device=device)
             self._pending_rng = None
             if self._training_ended():
                 # RecBole's fit would overwrite the best model with the current one.
@@ -242,6 +301,8 @@ class SafeCheckpointMixin:
             if epoch_idx % every == 0:
                 self._write_training_state(epoch_idx)
         model = self.model
+        if self.data_parallel:
+            self._check_train_loader(train_data)
         own = model.__dict__.get("calculate_loss")
         guarded = self._guard_loss(model.calculate_loss, epoch_idx, len(train_data))
         model.calculate_loss = guarded
@@ -259,6 +320,8 @@ class SafeCheckpointMixin:
         """``loss_func`` that raises :class:`NonFiniteLossError` on a NaN/Inf loss, before
         the optimizer step, so the model and the files written so far stay good."""
         counter = iter(range(1, batches + 1))
+        if self.data_parallel:
+            loss_func = self._sharded_loss(loss_func)
 
         def guarded(interaction):
             losses = loss_func(interaction)
@@ -272,6 +335,49 @@ class SafeCheckpointMixin:
 
         return guarded
 
+    def _check_train_loader(self, train_data) -> None:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = getattr(train_data, "sampler", None)
+        if isinstance(sampler, DistributedSampler):
+            raise ValueError(
+                "train_data: got a loader with RecBole's DistributedSampler (each rank "
+                "a different subset); allowed: loaders from recbole_diffrec.data."
+                "data_preparation, which give every rank the global batches"
+            )
+        if sampler is not None and not hasattr(sampler, "set_epoch"):
+            # RecBole calls set_epoch when distributed; the loader's generator, seeded
+            # alike on every rank, already reshuffles each epoch as one process does.
+            sampler.set_epoch = lambda epoch: None
+
+    def _sharded_loss(self, loss_func: Callable) -> Callable:
+        """``loss_func`` on this rank's rows of the global batch, weighted by
+        n_rank / n_global x world size (DDP averages the gradients over the ranks, so
+        the result is the global batch's gradient); the value returned is the global
+        batch's loss (the same on every rank, so all stop together on a NaN)."""
+        rank, world = distributed.rank(), distributed.world_size()
+
+        def sharded(interaction):
+            shard = BatchShard(rank, world, len(interaction))
+            with batch_shard(shard):
+                losses = loss_func(interaction[shard.start : shard.stop])
+            weight = shard.size * world / shard.total
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            if shard.size == 0:
+                # The last batch shorter than the world: this rank ran the model on no
+                # rows (its draws and collectives kept in step) and adds nothing.
+                parts = [torch.nan_to_num(part) for part in parts]
+            weighted = [part * weight if weight != 1 else part for part in parts]
+            total = torch.stack([part.detach().float() for part in weighted])
+            total = distributed.all_reduce_sum(total) / world
+            out = tuple(
+                part + (value.to(part.dtype) - part.detach())
+                for part, value in zip(weighted, total)
+            )
+            return out if isinstance(losses, tuple) else out[0]
+
+        return sharded
+
     def _valid_epoch(self, valid_data, show_progress=False):
         score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
         self.valid_curve.append(
@@ -281,7 +387,7 @@ class SafeCheckpointMixin:
 
     def _write_training_state(self, epochs_done: int) -> None:
         """Everything the next epoch depends on, at an epoch boundary (after evaluation)."""
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+        if not self._writes_files():
             return
         state = {
             "format": STATE_FORMAT,
@@ -304,7 +410,7 @@ class SafeCheckpointMixin:
 
     def resume_training(self, state_file: str) -> None:
         """Load a training-state file; the next :meth:`fit` continues after its epoch."""
-        state = load_checkpoint(str(state_file), map_location="cpu")
+        state = self._load_shared(str(state_file), map_location="cpu")
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"resume: {state_file} is not a training-state file")
         for key in ("model", "dataset"):
@@ -333,14 +439,64 @@ class SafeCheckpointMixin:
         if load_best_model and eval_data:
             checkpoint_file = model_file or self.saved_model_file
             self._restore_model(
-                load_checkpoint(checkpoint_file, map_location=self.device)
+                self._load_shared(checkpoint_file, map_location=self.device)
             )
             self.logger.info(
                 f"Loading model structure and parameters from {checkpoint_file}"
             )
-        return super().evaluate(
-            eval_data, load_best_model=False, show_progress=show_progress
+        if not self.data_parallel or not eval_data:
+            return super().evaluate(
+                eval_data, load_best_model=False, show_progress=show_progress
+            )
+        # Full ranking: each batch's users are cut into world-size shards, each rank
+        # scores its shard, and the collected top-k lists are gathered in global order.
+        # Sampled-negative evaluation is not sharded (every rank scores every row).
+        sharded = isinstance(eval_data, FullSortEvalDataLoader)
+        self._eval_counts = [] if sharded else None
+        collector = self.eval_collector
+        own = collector.get_data_struct
+
+        def gathered():
+            struct = own()
+            if self._eval_counts is not None:
+                distributed.gather_struct(struct, self._eval_counts)
+            return struct
+
+        collector.get_data_struct = gathered
+        try:
+            return super().evaluate(
+                eval_data, load_best_model=False, show_progress=show_progress
+            )
+        finally:
+            del collector.get_data_struct
+            self._eval_counts = None
+
+    def _map_reduce(self, result, num_sample):
+        # RecBole averages per-rank metrics weighted by rows; here the ranks' collected
+        # rows were gathered before the metrics, which are already the global ones.
+        return result
+
+    def _full_sort_batch_eval(self, batched_data):
+        if self._eval_counts is None:
+            return super()._full_sort_batch_eval(batched_data)
+        interaction, history_index, positive_u, positive_i = batched_data
+        shard = BatchShard(
+            distributed.rank(), distributed.world_size(), len(interaction)
         )
+        start, stop = shard.start, shard.stop
+
+        def rows(row, *columns):
+            keep = (row >= start) & (row < stop)
+            return (row[keep] - start, *(c[keep] for c in columns))
+
+        if history_index is not None:
+            history_index = rows(*history_index)
+        positive_u, positive_i = rows(positive_u, positive_i)
+        self._eval_counts.append(shard.size)
+        with batch_shard(shard):
+            return super()._full_sort_batch_eval(
+                (interaction[start:stop], history_index, positive_u, positive_i)
+            )
 
 
 class StepDecayTrainer(RecBoleTrainer):
@@ -364,6 +520,26 @@ class StepDecayTrainer(RecBoleTrainer):
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = base * factor
         return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+
+class _NoWriter:
+    """Stands in for a tensorboard SummaryWriter: every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+@contextlib.contextmanager
+def _no_tensorboard(active: bool):
+    import recbole.trainer.trainer as recbole_trainer
+
+    saved = recbole_trainer.get_tensorboard
+    if active:
+        recbole_trainer.get_tensorboard = lambda logger: _NoWriter()
+    try:
+        yield
+    finally:
+        recbole_trainer.get_tensorboard = saved
 
 
 @lru_cache(maxsize=None)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .resample import rand_rows_like
+
 
 def timestep_embedding(
     timesteps: torch.Tensor, dim: int, max_period: float = 10000.0
@@ -88,7 +90,7 @@ class MLPDenoiser(nn.Module):
         p = self.drop.p
         if not self.training or p == 0.0:
             return x
-        keep = torch.rand_like(x) >= p
+        keep = rand_rows_like(x) >= p
         return x * keep / (1.0 - p)
 
     def _hidden_layers(self):

@@ -15,7 +15,12 @@ import torch
 from torch import nn
 
 from .factored import FactoredDenoiser, can_factor, factored_chain
-from .resample import LossSecondMomentSampler, ScheduleSampler, UniformSampler
+from .resample import (
+    LossSecondMomentSampler,
+    ScheduleSampler,
+    UniformSampler,
+    randn_rows_like,
+)
 from .schedules import NOISE_SCHEDULES, schedule_betas, schedule_quantities
 
 MEAN_TYPES = ("x0", "eps")
@@ -178,7 +183,7 @@ class GaussianDiffusion(nn.Module):
     ) -> torch.Tensor:
         """Sample x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
         if noise is None:
-            noise = torch.randn_like(x_start)
+            noise = randn_rows_like(x_start)
         return (
             self._at(self.sqrt_alphas_cumprod, t, x_start) * x_start
             + self._at(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise
@@ -251,7 +256,7 @@ class GaussianDiffusion(nn.Module):
                 else self._at(self.large_log_variance, t, sample)
             )
             if noise is None:
-                noise = torch.randn_like(sample)
+                noise = randn_rows_like(sample)
             mask = nonzero.view(-1, *([1] * (sample.dim() - 1)))
             sample = torch.where(
                 mask, sample + torch.exp(0.5 * log_variance) * noise, sample
@@ -336,7 +341,7 @@ class GaussianDiffusion(nn.Module):
         importance weight p_t (so its expectation does not depend on the sampler).
         """
         t, pt = self.sampler.sample(x_start.shape[0], x_start.device)
-        noise = torch.randn_like(x_start)
+        noise = randn_rows_like(x_start)
         x_t = self.q_sample(x_start, t, noise) if self.noisy else x_start
         out = dict(terms(x_t, t, noise))
         self.sampler.update(t, out["loss"])

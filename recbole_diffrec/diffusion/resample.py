@@ -7,10 +7,125 @@ the loss of an example is divided by its ``pt`` so the expected loss is unchange
 
 from __future__ import annotations
 
-from typing import Tuple
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
+
+
+# ----------------------------------------------------------------- data-parallel batches
+@dataclass(frozen=True)
+class BatchShard:
+    """This process's rows ``[start, stop)`` of a global batch of ``total`` rows cut into
+    ``world`` contiguous shards (the first ``total % world`` shards one row longer)."""
+
+    rank: int
+    world: int
+    total: int
+
+    @staticmethod
+    def bounds(total: int, world: int) -> List[int]:
+        base, extra = divmod(total, world)
+        edges = [0]
+        for r in range(world):
+            edges.append(edges[-1] + base + (1 if r < extra else 0))
+        return edges
+
+    @property
+    def start(self) -> int:
+        return self.bounds(self.total, self.world)[self.rank]
+
+    @property
+    def stop(self) -> int:
+        return self.bounds(self.total, self.world)[self.rank + 1]
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def sizes(self) -> List[int]:
+        edges = self.bounds(self.total, self.world)
+        return [b - a for a, b in zip(edges, edges[1:])]
+
+
+_SHARD: Optional[BatchShard] = None
+
+
+def current_shard() -> Optional[BatchShard]:
+    """The shard of the batch being processed, or None (one process, or outside a batch)."""
+    return _SHARD
+
+
+@contextlib.contextmanager
+def batch_shard(shard: Optional[BatchShard]) -> Iterator[None]:
+    """Within the block, batch-shaped random draws (:func:`draw_rows`) draw the global
+    batch and keep ``shard``'s rows, and :func:`gather_rows` gathers the global batch.
+    """
+    global _SHARD
+    saved, _SHARD = _SHARD, shard
+    try:
+        yield
+    finally:
+        _SHARD = saved
+
+
+def draw_rows(
+    fn: Callable[[int], torch.Tensor], n_local: int, dim: int = 0
+) -> torch.Tensor:
+    """``fn(n)`` draws a random tensor whose dimension ``dim`` has ``n`` rows of a batch.
+
+    Data-parallel, every process draws the whole global batch's tensor (the same numbers,
+    the generators being in the same state) and keeps its own rows, so the draws equal one
+    process's on the same global batch. One process: exactly ``fn(n_local)``.
+    """
+    shard = _SHARD
+    if shard is None or shard.world == 1 or n_local != shard.size:
+        return fn(n_local)
+    return fn(shard.total).narrow(dim, shard.start, n_local)
+
+
+def randn_rows(*size: int, dim: int = 0, **kwargs) -> torch.Tensor:
+    """``torch.randn(*size, **kwargs)`` drawn through :func:`draw_rows` along ``dim``."""
+
+    def fn(n: int) -> torch.Tensor:
+        shape = list(size)
+        shape[dim] = n
+        return torch.randn(shape, **kwargs)
+
+    return draw_rows(fn, size[dim], dim)
+
+
+def randn_rows_like(x: torch.Tensor) -> torch.Tensor:
+    """``torch.randn_like(x)`` drawn through :func:`draw_rows` (rows = first dimension)."""
+    return randn_rows(*x.shape, dtype=x.dtype, device=x.device)
+
+
+def rand_rows_like(x: torch.Tensor) -> torch.Tensor:
+    """``torch.rand_like(x)`` drawn through :func:`draw_rows` (rows = first dimension)."""
+
+    def fn(n: int) -> torch.Tensor:
+        return torch.rand((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+
+    return draw_rows(fn, len(x))
+
+
+def gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """The global batch's rows of ``x`` (this process's shard of them), in global order,
+    on every process. One process (or outside a sharded batch): ``x`` itself."""
+    shard = _SHARD
+    if shard is None or shard.world == 1 or len(x) != shard.size:
+        return x
+    import torch.distributed as dist
+
+    sizes = shard.sizes()
+    longest = max(sizes)
+    padded = x.new_zeros((longest, *x.shape[1:]))
+    padded[: len(x)] = x
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([part[:n] for part, n in zip(parts, sizes)])
 
 
 class ScheduleSampler(nn.Module):
@@ -28,11 +143,17 @@ class ScheduleSampler(nn.Module):
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Return ``(t, pt)``: step indices and importance weights, both of length ``batch_size``."""
         probs = self.probabilities().to(device)
-        t = torch.multinomial(probs, batch_size, replacement=True)
+        t = draw_rows(
+            lambda n: torch.multinomial(probs, n, replacement=True), batch_size
+        )
         return t, (probs[t] * self.steps).float()
 
     def update(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Record per-example losses; samplers that do not learn ignore them."""
+
+
+def _uniform_steps(steps: int, batch_size: int, device) -> torch.Tensor:
+    return draw_rows(lambda n: torch.randint(0, steps, (n,), device=device), batch_size)
 
 
 class UniformSampler(ScheduleSampler):
@@ -40,7 +161,7 @@ class UniformSampler(ScheduleSampler):
         return torch.full((self.steps,), 1.0 / self.steps, dtype=torch.float64)
 
     def sample(self, batch_size, device):
-        t = torch.randint(0, self.steps, (batch_size,), device=device)
+        t = _uniform_steps(self.steps, batch_size, device)
         return t, torch.ones(batch_size, device=device)
 
 
@@ -80,7 +201,7 @@ class LossSecondMomentSampler(ScheduleSampler):
 
     def sample(self, batch_size, device):
         if not self.warmed_up():
-            t = torch.randint(0, self.steps, (batch_size,), device=device)
+            t = _uniform_steps(self.steps, batch_size, device)
             return t, torch.ones(batch_size, device=device)
         return super().sample(batch_size, device)
 
@@ -89,7 +210,10 @@ class LossSecondMomentSampler(ScheduleSampler):
         """Append ``losses`` (in batch order) to the histories of their steps, keeping the last N.
 
         Equivalent to appending the examples one by one, but done for the whole batch at once.
+        Data-parallel, every process records the whole global batch's (t, loss) in global
+        order, so all keep the history one process would.
         """
+        t, losses = gather_rows(t), gather_rows(losses.detach())
         n_keep = self.history_per_term
         t = t.to(self.loss_history.device).long()
         losses = losses.detach().to(self.loss_history)

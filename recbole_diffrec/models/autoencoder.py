@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..diffusion.resample import randn_rows_like
+
 
 def latent_split(
     cluster_sizes: Sequence[int], latent_dims: Sequence[int], key: str = "in_dims"
@@ -111,7 +113,7 @@ class ClusteredVAE(nn.Module):
         mu, logvar = torch.cat(mus, dim=1), torch.cat(logvars, dim=1)
         latent = mu
         if self.training and self.reparam:
-            latent = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+            latent = mu + randn_rows_like(mu) * torch.exp(0.5 * logvar)
         kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1))
         return grouped, latent, kl
 

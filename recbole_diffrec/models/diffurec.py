@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
+from ..diffusion.resample import draw_rows, randn_rows
 from .checks import DIFFUREC_INFERENCE_STEPS, DIFFUREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
@@ -105,11 +106,14 @@ class DiffuRec(SequentialDiffusionRecommender):
         )
         x_t = x_t + self.time_embed(timestep_embedding(steps, self.hidden_size))
         # Uncertainty injection: a random scale per element, N(delta, delta).
-        scale = torch.normal(
-            self.lambda_uncertainty,
-            self.lambda_uncertainty,
-            size=history.shape,
-            device=history.device,
+        scale = draw_rows(
+            lambda n: torch.normal(
+                self.lambda_uncertainty,
+                self.lambda_uncertainty,
+                size=(n, *history.shape[1:]),
+                device=history.device,
+            ),
+            len(history),
         )
         # Only the last real position's output is used: the last block computes no other.
         hidden = self.transformer(
@@ -140,7 +144,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         item_seq, item_seq_len = self.history(interaction)
         history = self.encode_history(item_seq)
         masks = self._masks(item_seq)
-        noise = torch.randn(len(item_seq), self.hidden_size, device=item_seq.device)
+        noise = randn_rows(len(item_seq), self.hidden_size, device=item_seq.device)
 
         def denoiser(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.approximate_x0(history, masks, item_seq_len, x_t, t)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import SpacedDiffusion, timestep_embedding
+from ..diffusion.resample import randn_rows, randn_rows_like
 from .checks import SEQDIFFREC_INFERENCE_STEPS, SEQDIFFREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
@@ -150,7 +151,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
         embedded = self.item_embedding(target)
         # Extra forward transition: discrete item -> hidden vector, x0 ~ N(e, beta_1 I).
-        x_start = embedded + self.diffusion.betas[0].float().sqrt() * torch.randn_like(
+        x_start = embedded + self.diffusion.betas[0].float().sqrt() * randn_rows_like(
             embedded
         )
 
@@ -190,9 +191,9 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         )
         # q(x_s | x0) with the unknown x0 replaced by its prior mean 0.
         scale = self.diffusion.sqrt_one_minus_alphas_cumprod[self.inference_step - 1]
-        x_t = float(scale) * torch.randn(
-            batch * draws, self.hidden_size, device=item_seq.device
-        )
+        x_t = float(scale) * randn_rows(
+            draws, batch, self.hidden_size, dim=1, device=item_seq.device
+        ).reshape(batch * draws, self.hidden_size)
         item_seq, item_seq_len = item_seq.repeat(draws, 1), item_seq_len.repeat(draws)
         if self.inference_chain is None:
             x0 = self.denoise(item_seq, item_seq_len, x_t, t)
