@@ -84,8 +84,8 @@ SPEED_PAIRS = (
 SEQ_MODELS = ("DiffuRec", "SASRec")
 SEEDS = (2020, 2021, 2022)
 CURVE_STEPS = (None, 16, 8, 4, 2, 1)  # None: the full reverse chain
-TINY_SPEED = {"epochs": 3, "eval_step": 1, "stopping_step": 1}
-TINY_SEQ = {"epochs": 4, "eval_step": 1, "stopping_step": 1}
+TINY_SPEED = {"epochs": 2, "eval_step": 1, "stopping_step": 1}
+TINY_SEQ = {"epochs": 2, "eval_step": 1, "stopping_step": 1, "train_batch_size": 256}
 QUIET = {"state": "WARNING", "show_progress": False}
 
 
@@ -137,7 +137,8 @@ def check_environment(args) -> Dict[str, Any]:
     if "speed" in args.parts and "recbole.LDiffRec" in args.speed_runs:
         import importlib.util
 
-        if importlib.util.find_spec("kmeans_pytorch") is None:
+        known = "kmeans_pytorch" in sys.modules
+        if not known and importlib.util.find_spec("kmeans_pytorch") is None:
             raise SetupError(
                 "RecBole's LDiffRec imports kmeans_pytorch: pip install "
                 "kmeans-pytorch==0.3 (extra 'bench'), or carry .gpu/wheels"
@@ -419,14 +420,17 @@ def part_selfcheck(args, deadline: float) -> None:
     tiny = SimpleNamespace(**{**vars(args), "tiny": True})
     tiny.work = str(Path(args.work) / "selfcheck")
     shutil.rmtree(tiny.work, ignore_errors=True)
+    # Under --tiny the parts themselves run on tiny data: one model per path is enough.
+    speed_models = ("DiffRec",) if args.tiny else ("DiffRec", "recbole.DiffRec")
+    seq_models = SEQ_MODELS[:1] if args.tiny else SEQ_MODELS
     if "speed" in args.parts:
-        for name in ("DiffRec", "recbole.DiffRec"):
+        for name in speed_models:
             model, dataset, settings = speed_settings(tiny, name)
             settings["epochs"] = 1
             out = timed_run(model, name, dataset, ML1M_YAML, settings, float("inf"))
             checks[f"speed {name}"] = out["test"]
     if "sequential" in args.parts or "curve" in args.parts:
-        runs = [(m, SEEDS[0]) for m in SEQ_MODELS]
+        runs = [(m, SEEDS[0]) for m in seq_models]
         outs = sequential_runs(tiny, runs, float("inf"), epochs=1)
         for (model, _), out in zip(runs, outs):
             checks[f"sequential {model}"] = out["test"]
@@ -486,7 +490,8 @@ def sequential_run(args, model: str, seed: int, deadline: float, **extra) -> dic
     dataset, settings = sequential_settings(args, model, seed)
     settings.update(extra)
     config = BEAUTY_YAML
-    out = timed_run(model, f"{model}-{seed}", dataset, config, settings, deadline)
+    label = f"{'selfcheck ' if args.selfcheck_run else ''}{model}-{seed}"
+    out = timed_run(model, label, dataset, config, settings, deadline)
     before = read_result(args, name) or {}
     segments = list(before.get("segments", []))
     if out["start_epoch"] == 0:
@@ -643,7 +648,9 @@ def part_sequential(args, deadline: float) -> None:
     log(f"sequential: {clock() - started:.0f} s")
 
 
-def measure_curve(model_file: str, seed: int, steps, args) -> List[Dict[str, Any]]:
+def measure_curve(
+    model_file: str, seed: int, steps, args, deadline: float = float("inf")
+) -> List[Dict[str, Any]]:
     """Test NDCG@10/HR@10 and seconds of one trained DiffuRec for each ``steps`` entry
     (None: the full chain); entries the model cannot respace are marked unavailable."""
     import torch
@@ -658,6 +665,9 @@ def measure_curve(model_file: str, seed: int, steps, args) -> List[Dict[str, Any
     points = []
     for n in steps:
         label = "full" if n is None else n
+        if clock() > deadline:
+            points.append({"inference_steps": label, "unavailable": "deadline reached"})
+            continue
         if setter is None and n is not None:
             points.append(
                 {
@@ -707,7 +717,7 @@ def part_curve(args, deadline: float) -> None:
     if deadline - clock() <= args.min_run_seconds:
         log(f"{name}: deadline reached; left for later")
         return
-    points = measure_curve(model_file, seed, CURVE_STEPS, args)
+    points = measure_curve(model_file, seed, CURVE_STEPS, args, deadline)
     complete = all("unavailable" not in p for p in points)
     write_result(
         args,
@@ -862,7 +872,17 @@ def write_report(args) -> Path:
     return target
 
 
+def quiet_warnings() -> None:
+    """RecBole 1.2.1 on current pandas and torch warns on every run; the device returns
+    only the last 12,000 characters of the output."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    quiet_warnings()
     if argv is None and len(sys.argv) > 2 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
         return 0
