@@ -227,12 +227,13 @@ def bundle(args) -> None:
 
 # ---------------------------------------------------------------------------- timed runs
 def timed_trainer(
-    model: str, name: str, deadline: float, record: Dict[str, Any]
+    model: str, name: str, deadline: float, record: Dict[str, Any], min_epochs: int = 1
 ) -> type:
     """The model's trainer ending at ``deadline`` (:func:`clock`) before a training batch
-    (:func:`benchmarks.training.budget_trainer`), recording the seconds of each completed
-    epoch and of each validation. A run stopped before its first validation is validated
-    then, so it always has a checkpoint to test."""
+    (:func:`benchmarks.training.budget_trainer`) once it has trained ``min_epochs``
+    epochs in this invocation, recording the seconds of each completed epoch and of each
+    validation. A run stopped before its first validation is validated then, so it
+    always has a checkpoint to test."""
     import torch
 
     def sync() -> None:
@@ -241,7 +242,10 @@ def timed_trainer(
 
     record.update(epoch_seconds=[], valid_seconds=[], batches=0, batches_per_epoch=0)
 
-    class TimedTrainer(budget_trainer(model, lambda: clock() > deadline, record)):
+    def over() -> bool:
+        return len(record["epoch_seconds"]) >= min_epochs and clock() > deadline
+
+    class TimedTrainer(budget_trainer(model, over, record)):
         def _train_epoch(self, train_data, *a, **kw):
             start = time.perf_counter()
             loss = super()._train_epoch(train_data, *a, **kw)
@@ -279,9 +283,11 @@ def timed_run(
     config_file: Path,
     settings: Dict[str, Any],
     deadline: float,
+    min_epochs: int = 1,
 ) -> Dict[str, Any]:
-    """One training run to early stopping, the epoch limit or ``deadline``, then its best
-    checkpoint scored on test; timings and peak GPU memory."""
+    """One training run to early stopping, the epoch limit or ``deadline`` (after at
+    least ``min_epochs`` epochs), then its best checkpoint scored on test; timings and
+    peak GPU memory."""
     import torch
 
     from recbole_diffrec import run
@@ -298,7 +304,7 @@ def timed_run(
         config_file_list=[str(config_file)],
         config_dict=settings,
         saved=True,
-        trainer_class=timed_trainer(model, name, deadline, record),
+        trainer_class=timed_trainer(model, name, deadline, record, min_epochs),
     )
     wall = time.perf_counter() - started
     curve = result.get("valid_curve") or []
@@ -461,7 +467,8 @@ def part_speed(args, deadline: float) -> None:
         train_deadline = run_deadline - min(0.15 * left / (len(todo) - index), 30.0)
         model, dataset, settings = speed_settings(args, name)
         log(f"speed {name}: training until {fmt_time(train_deadline)}")
-        out = timed_run(model, name, dataset, ML1M_YAML, settings, train_deadline)
+        # two epochs at least: the first includes the device's warm-up
+        out = timed_run(model, name, dataset, ML1M_YAML, settings, train_deadline, 2)
         write_result(
             args,
             f"speed-{name}",
@@ -491,7 +498,8 @@ def sequential_run(args, model: str, seed: int, deadline: float, **extra) -> dic
     settings.update(extra)
     config = BEAUTY_YAML
     label = f"{'selfcheck ' if args.selfcheck_run else ''}{model}-{seed}"
-    out = timed_run(model, label, dataset, config, settings, deadline)
+    # min_epochs 0: a cut loses nothing, the run continues from its training state
+    out = timed_run(model, label, dataset, config, settings, deadline, 0)
     before = read_result(args, name) or {}
     segments = list(before.get("segments", []))
     if out["start_epoch"] == 0:
@@ -797,6 +805,12 @@ def parse(argv: Optional[List[str]] = None):
     parser.add_argument("--parts", nargs="+", default=list(PARTS), metavar="PART")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument(
+        "--speed-runs", nargs="+", default=list(SPEED_RUNS), choices=SPEED_RUNS
+    )
+    parser.add_argument(
+        "--seq-models", nargs="+", default=list(SEQ_MODELS), choices=SEQ_MODELS
+    )
+    parser.add_argument(
         "--parallel",
         type=int,
         help="sequential runs at a time (default: all at once on CUDA, 1 on CPU)",
@@ -847,8 +861,8 @@ def parse(argv: Optional[List[str]] = None):
     args.work = str(Path(args.work).resolve())
     args.data = str(Path(args.data).resolve())
     args.results = str(Path(args.results).resolve())
-    args.speed_runs = list(SPEED_RUNS)
-    args.seq_models = list(SEQ_MODELS)
+    args.speed_runs = [r for r in SPEED_RUNS if r in args.speed_runs]
+    args.seq_models = [m for m in SEQ_MODELS if m in args.seq_models]
     args.min_run_seconds = 0.0 if args.tiny else 20.0
     args.selfcheck_run = False
     args.command = "python -m benchmarks.gpu " + " ".join(cli)
