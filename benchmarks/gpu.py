@@ -880,9 +880,8 @@ def write_report(args) -> Path:
 
     target = report_target(args)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(
-        report(Path(args.results), rehearsal=target.parent != RESULTS.parent)
-    )
+    rehearsal = Path(args.results).resolve() != RESULTS.resolve()
+    target.write_text(report(Path(args.results), rehearsal=rehearsal))
     return target
 
 

@@ -30,7 +30,7 @@ SETUP = f"""\
    {DEVICE_COMMAND}
    ```
 
-   (`<COMMIT>`: `git rev-parse --short HEAD` here; the device copy has no git history).
+   (`<COMMIT>`: `git rev-parse --short HEAD` here; the device copy may lack git's history).
    Parts run to cumulative deadlines (self-check 5%, speed 30%, sequential 50%, curve
    15% of `--minutes`), so the command ends by about 9.5 minutes with start-up and leaves
    the session's 15 minutes room for the machine's start.
@@ -260,10 +260,22 @@ def pending(runs: Dict[str, Dict[str, Any]], names, models, seeds) -> List[str]:
     return todo
 
 
+def shown(path: Path) -> str:
+    from .runner import ROOT
+
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
 def report(results: Path, rehearsal: bool = False) -> str:
     from .gpu import SEEDS, SEQ_MODELS, SPEED_PAIRS, SPEED_RUNS
 
     runs = load(results)
+    rehearsal = rehearsal or any(
+        r.get("tiny") or r.get("device_kind") != "cuda" for r in runs.values()
+    )
     names, models, seeds = list(SPEED_RUNS), list(SEQ_MODELS), list(SEEDS)
     todo = pending(runs, names, models, seeds)
     check = runs.get("selfcheck")
@@ -271,7 +283,7 @@ def report(results: Path, rehearsal: bool = False) -> str:
         "# One prepared GPU command: speed, sequential seeds and respaced sampling",
         "",
         "Written by `python -m benchmarks.gpu --report-only` from the JSON files in "
-        f"`{results.name}/` (benchmarks/gpu.py; one file per run).",
+        f"`{shown(results)}/` (benchmarks/gpu.py; one file per run).",
     ]
     if rehearsal:
         head += [
