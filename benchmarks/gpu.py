@@ -293,8 +293,12 @@ def timed_run(
     from recbole_diffrec import run
 
     cuda = torch.cuda.is_available() and settings.get("use_gpu")
-    if cuda:
+    if cuda:  # the previous run's tensors must not count towards this one's peak
+        import gc
+
+        gc.collect()
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     record: Dict[str, Any] = {}
     started = time.perf_counter()
