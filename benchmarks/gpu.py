@@ -504,6 +504,8 @@ def sequential_run(args, model: str, seed: int, deadline: float, **extra) -> dic
     label = f"{'selfcheck ' if args.selfcheck_run else ''}{model}-{seed}"
     # min_epochs 0: a cut loses nothing, the run continues from its training state
     out = timed_run(model, label, dataset, config, settings, deadline, 0)
+    if args.selfcheck_run:  # nothing recorded, nothing merged
+        return out
     before = read_result(args, name) or {}
     segments = list(before.get("segments", []))
     if out["start_epoch"] == 0:
@@ -530,8 +532,7 @@ def sequential_run(args, model: str, seed: int, deadline: float, **extra) -> dic
     if before.get("epochs_total", -1) > out["epochs_total"] and out["start_epoch"] == 0:
         log(f"{name}: a restart got less far than the kept record; kept it")
         return before
-    if not args.selfcheck_run:
-        write_result(args, name, record)
+    write_result(args, name, record)
     return record
 
 
