@@ -4,6 +4,7 @@ cleanly and the next invocation continues it from its training state; finished r
 skipped; bad arguments and a missing device fail at once with a clear message."""
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -35,7 +36,16 @@ def read(folder: Path, name: str) -> dict:
     return json.loads((folder / f"{name}.json").read_text())
 
 
-def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch):
+# The GPU's way, sequential runs in worker processes, costs two more process start-ups:
+# run only with RECBOLE_DIFFREC_SLOW=1 (the device's self-check runs that path first).
+SLOW = os.environ.get("RECBOLE_DIFFREC_SLOW") == "1"
+WORKERS = pytest.param(
+    2, marks=[] if SLOW else [pytest.mark.skip(reason="set RECBOLE_DIFFREC_SLOW=1")]
+)
+
+
+@pytest.mark.parametrize("parallel", [1, WORKERS])
+def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch, parallel):
     kmeans_stand_in(monkeypatch)
     results = tmp_path / "results"
     common = ["--device", "cpu", "--tiny", "--seeds", "2020", "--minutes", "30"]
@@ -68,11 +78,13 @@ def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch):
     assert "sequential DiffuRec seed 2020 (cut at 1 epochs)" in report
     stamps = {n: p.stat().st_mtime_ns for n, p in speed.items()}
 
-    # Second invocation, on time: finished runs are skipped, the cut run continues from
-    # its training state, the others run, the curve is measured.
+    # Second invocation, on time (with parallel 2, its sequential runs in worker
+    # processes, as on a GPU): finished runs are skipped, the cut run continues from its
+    # training state, the others run, the curve is measured.
     offset["seconds"] = 0.0
     monkeypatch.setattr(gpu, "on_validation", lambda *a: None)
     again = common + ["--parts", "speed", "sequential", "curve"]
+    again += ["--parallel", str(parallel)]
     assert gpu.main(again) == 0
     assert {n: p.stat().st_mtime_ns for n, p in speed.items()} == stamps
     resumed = read(results, "sequential-DiffuRec-2020")
