@@ -667,9 +667,9 @@ def measure_curve(
     model_file: str, seed: int, steps, args, deadline: float = float("inf")
 ) -> List[Dict[str, Any]]:
     """Test NDCG@10/HR@10 and seconds of one trained DiffuRec for each ``steps`` entry
-    (None: the full chain), after one untimed warm-up evaluation; each timed
-    ``repeats`` times (the fastest kept; metrics from the first, every one starting
-    from the same seed). Entries the model cannot respace are marked unavailable."""
+    (None: the full chain). On real data: after one untimed warm-up evaluation, each
+    timed twice (the faster kept; metrics from the first, both from the same seed).
+    Entries the model cannot respace are marked unavailable."""
     import torch
     from recbole.utils import init_seed
 
@@ -689,7 +689,8 @@ def measure_curve(
         result = trainer.evaluate(test_data, load_best_model=False)
         return result, time.perf_counter() - start
 
-    timed_evaluation()  # warm-up: a fresh process's first evaluation pays start-up costs
+    if repeats > 1:  # warm-up: a fresh process's first evaluation pays start-up costs
+        timed_evaluation()
     points = []
     for n in steps:
         label = "full" if n is None else n
@@ -725,18 +726,22 @@ def measure_curve(
 
 
 def part_curve(args, deadline: float) -> None:
-    seed = args.seeds[0]
-    name = f"curve-DiffuRec-{seed}"
+    """The curve on the first seed's DiffuRec whose checkpoint is on this machine (the
+    sequential part's, this session or an earlier call on the same machine)."""
+    name = "curve-DiffuRec"
     found = read_result(args, name)
     if found and found["status"] == "done":
         log(f"{name}: done before, skipped")
         return
-    source = read_result(args, f"sequential-DiffuRec-{seed}")
-    model_file = (source or {}).get("model_file")
-    if not model_file or not Path(model_file).is_file():
+    for seed in dict.fromkeys([*args.seeds, *SEEDS]):
+        source = read_result(args, f"sequential-DiffuRec-{seed}") or {}
+        model_file = source.get("model_file")
+        if model_file and Path(model_file).is_file():
+            break
+    else:
         log(
-            f"{name}: no trained DiffuRec (seed {seed}) on this machine yet; the curve "
-            "needs its checkpoint from the sequential part in the same session"
+            f"{name}: no trained DiffuRec on this machine yet; the curve needs a "
+            "checkpoint of the sequential part from this machine"
         )
         return
     if deadline - clock() <= args.min_run_seconds:

@@ -72,7 +72,7 @@ def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch, parallel):
     cut = read(results, "sequential-DiffuRec-2020")
     assert cut["status"] == "budget" and cut["epochs_total"] == 1
     assert not (results / "sequential-SASRec-2020.json").exists()
-    assert not (results / "curve-DiffuRec-2020.json").exists()
+    assert not (results / "curve-DiffuRec.json").exists()
     report = (results / "gpu.md").read_text()
     assert "REHEARSAL" in report
     assert "sequential DiffuRec seed 2020 (cut at 1 epochs)" in report
@@ -92,7 +92,7 @@ def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch, parallel):
     assert [s["start_epoch"] for s in resumed["segments"]] == [0, 1]
     assert [v["epoch"] for v in resumed["validations"]] == [0, 1]
     assert read(results, "sequential-SASRec-2020")["status"] == "done"
-    curve = read(results, "curve-DiffuRec-2020")
+    curve = read(results, "curve-DiffuRec")
     assert curve["points"][0]["inference_steps"] == "full"
     assert curve["points"][0]["ndcg@10"] >= 0
     assert [p["inference_steps"] for p in curve["points"]] == ["full", 16, 8, 4, 2, 1]
