@@ -359,7 +359,12 @@ def summary(results: Path) -> str:
     curve = runs.get("curve-DiffuRec")
     if curve:
         points = ", ".join(
-            f"{p['inference_steps']}: {fmt(p.get('ndcg@10'))}/{fmt(p.get('eval_seconds'), 2)}s"
+            f"{p['inference_steps']}: "
+            + (
+                "unavailable"
+                if "unavailable" in p
+                else f"{fmt(p['ndcg@10'])} in {fmt(p['eval_seconds'], 2)} s"
+            )
             for p in curve["points"]
         )
         lines.append(f"curve | {curve['status']} | {points}")
