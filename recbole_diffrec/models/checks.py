@@ -349,7 +349,28 @@ DIFFREC_RULES = DIFFREC
 TDIFFREC_RULES = DIFFREC + TIME_WEIGHTS
 LDIFFREC_RULES = DIFFREC + LATENT
 LTDIFFREC_RULES = DIFFREC + LATENT + TIME_WEIGHTS
+DIFFUREC_INFERENCE_STEPS = Int(
+    "inference_steps", 1, "steps", optional=True, null_means="the full chain"
+)
+
+
+def _seqdiffrec_inference_steps_problem(config: Any) -> Optional[str]:
+    """The chain runs from inference_step (steps when that is null) down to 0."""
+    start = "steps" if config["inference_step"] is None else "inference_step"
+    rule = Int(
+        "inference_steps",
+        1,
+        start,
+        optional=True,
+        null_means="one denoiser call at inference_step",
+    )
+    return rule.problem(config)
+
+
+SEQDIFFREC_INFERENCE_STEPS = Check(_seqdiffrec_inference_steps_problem)
+
 DIFFUREC_RULES = SEQUENCE + (
+    DIFFUREC_INFERENCE_STEPS,
     Fraction("emb_dropout"),
     Choice("attention_mask", ATTENTION_MASKS),
     NonNegative("lambda_uncertainty"),
@@ -357,6 +378,7 @@ DIFFUREC_RULES = SEQUENCE + (
 SEQDIFFREC_RULES = SEQUENCE + (
     Int("inference_draws", 1),
     Int("inference_step", 1, "steps", optional=True, null_means="the last step"),
+    SEQDIFFREC_INFERENCE_STEPS,
     Choice("step_embedding_at", STEP_EMBEDDING_AT),
     NonNegative("mse_weight"),
 )

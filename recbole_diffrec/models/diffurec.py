@@ -15,6 +15,8 @@ drawn from N(delta, delta), predicts the clean embedding at the last position, a
 the cross-entropy of that prediction's inner products with every item embedding. Inference
 starts from Gaussian noise, runs every reverse step (posterior mean plus beta_t-variance
 noise, as the reference), and ranks all items by inner product with the final x0.
+``inference_steps: n`` (not in the paper) runs that chain on n evenly spaced steps instead
+(Improved DDPM's respacing; see ``sequential.respaced_chain``); ~ keeps every step.
 
 Details taken from the reference code: no position embeddings; item embeddings go through
 dropout then LayerNorm; the history attention mask is applied to query rows only (padded
@@ -34,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..diffusion import timestep_embedding
-from .checks import DIFFUREC_RULES
+from .checks import DIFFUREC_INFERENCE_STEPS, DIFFUREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
@@ -48,6 +50,7 @@ class DiffuRec(SequentialDiffusionRecommender):
 
     config_files = ("DiffuRec.yaml",)
     config_rules = DIFFUREC_RULES
+    inference_steps_rule = DIFFUREC_INFERENCE_STEPS
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -72,6 +75,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         self.out_dropout = nn.Dropout(config["dropout"])
         self.out_norm = nn.LayerNorm(self.hidden_size, eps=1e-12)
         self.diffusion = build_diffusion(config)
+        self.set_inference_steps(config["inference_steps"])
         # Initialisation as the reference: PyTorch's defaults (N(0, 1) item embeddings,
         # uniform linear layers) but the blocks' Xavier-normal projections.
 
@@ -131,7 +135,8 @@ class DiffuRec(SequentialDiffusionRecommender):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def sequence_representation(self, interaction) -> torch.Tensor:
-        """x0 after the full reverse chain from Gaussian noise, one per sequence."""
+        """x0 after the reverse chain from Gaussian noise, one per sequence (every step,
+        or ``inference_steps`` evenly spaced ones)."""
         item_seq, item_seq_len = self.history(interaction)
         history = self.encode_history(item_seq)
         masks = self._masks(item_seq)
@@ -140,7 +145,7 @@ class DiffuRec(SequentialDiffusionRecommender):
         def denoiser(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             return self.approximate_x0(history, masks, item_seq_len, x_t, t)
 
-        return self.diffusion.p_sample_loop(
+        return self.inference_diffusion.p_sample_loop(
             denoiser, noise, sampling_noise=self.sampling_noise, variance="large"
         )
 

@@ -27,7 +27,11 @@ Choices where the paper leaves details open (each one a setting):
 - ``mse_weight`` weighs the squared-error term against the rounding cross-entropy;
 - inference starts from Gaussian noise with the variance of q(x_s | x0) at step s =
   ``inference_step`` (counted from 1, default the last step, where it is pure noise) and
-  averages ``inference_draws`` predictions.
+  averages ``inference_draws`` predictions;
+- ``inference_steps: n`` (the paper's reverse process, made affordable) runs a reverse
+  chain from that start down to step 0 on n evenly spaced steps (Improved DDPM's
+  respacing, posterior variance, noise when ``sampling_noise``) and averages the draws'
+  final x0; ~ (default) predicts x0 in the one denoiser call above.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..diffusion import timestep_embedding
-from .checks import SEQDIFFREC_RULES
+from ..diffusion import SpacedDiffusion, timestep_embedding
+from .checks import SEQDIFFREC_INFERENCE_STEPS, SEQDIFFREC_RULES
 from .sequential import (
     SequentialDiffusionRecommender,
     TransformerStack,
@@ -52,6 +56,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
 
     config_files = ("SeqDiffRec.yaml",)
     config_rules = SEQDIFFREC_RULES
+    inference_steps_rule = SEQDIFFREC_INFERENCE_STEPS
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -60,6 +65,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         self.step_embedding_at = config["step_embedding_at"]
         self.mse_weight = float(config["mse_weight"])
         self.inference_draws = config["inference_draws"]
+        self.sampling_noise = bool(config["sampling_noise"])
 
         self.item_embedding = nn.Embedding(
             self.n_items, self.hidden_size, padding_idx=0
@@ -84,6 +90,7 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         self.diffusion = build_diffusion(config)
         step = config["inference_step"]
         self.inference_step = self.diffusion.steps if step is None else step
+        self.set_inference_steps(config["inference_steps"])
         self.apply(xavier_init)
         nn.init.normal_(self.item_embedding.weight, 0.0, 1.0 / self.hidden_size**0.5)
         with torch.no_grad():
@@ -157,9 +164,24 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         return self.diffusion.step_losses(x_start, terms)["loss"].mean()
 
     # ------------------------------------------------------------------ inference
+    @property
+    def inference_start(self) -> int:
+        return self.inference_step
+
+    def set_inference_steps(self, count) -> None:
+        """``count`` None: one denoiser call; an integer: a reverse chain of that many
+        steps from ``inference_step`` (which :meth:`inference_diffusion` runs, even at
+        full length, since the one-call mode is not a chain)."""
+        super().set_inference_steps(count)
+        if count is not None and self.inference_chain is None:  # every step
+            self.inference_chain = SpacedDiffusion(
+                self.diffusion, range(self.inference_step)
+            )
+
     @torch.no_grad()
     def sequence_representation(self, interaction) -> torch.Tensor:
-        """x0 predicted from pure noise at ``inference_step``, averaged over draws."""
+        """x0 predicted from pure noise at ``inference_step`` (in one denoiser call, or
+        at the end of an ``inference_steps`` reverse chain), averaged over draws."""
         item_seq, item_seq_len = self.history(interaction)
         batch = len(item_seq)
         draws = self.inference_draws
@@ -171,7 +193,17 @@ class SeqDiffRec(SequentialDiffusionRecommender):
         x_t = float(scale) * torch.randn(
             batch * draws, self.hidden_size, device=item_seq.device
         )
-        x0 = self.denoise(item_seq.repeat(draws, 1), item_seq_len.repeat(draws), x_t, t)
+        item_seq, item_seq_len = item_seq.repeat(draws, 1), item_seq_len.repeat(draws)
+        if self.inference_chain is None:
+            x0 = self.denoise(item_seq, item_seq_len, x_t, t)
+        else:
+
+            def denoiser(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return self.denoise(item_seq, item_seq_len, x_t, t)
+
+            x0 = self.inference_chain.p_sample_loop(
+                denoiser, x_t, sampling_noise=self.sampling_noise, variance="small"
+            )
         return x0.view(draws, batch, self.hidden_size).mean(dim=0)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:

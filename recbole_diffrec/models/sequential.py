@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -11,9 +11,9 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch import nn
 
-from ..diffusion import GaussianDiffusion
+from ..diffusion import GaussianDiffusion, SpacedDiffusion, evenly_spaced_steps
 from .base import require_plugin_config
-from .checks import DeclaredSettings
+from .checks import DeclaredSettings, Rule, check_settings
 
 
 def build_diffusion(config) -> GaussianDiffusion:
@@ -30,6 +30,34 @@ def build_diffusion(config) -> GaussianDiffusion:
         timestep_sampler=config["timestep_sampler"],
         history_per_term=config["history_num_per_term"],
     )
+
+
+def chain_steps(start: int, count: int) -> List[int]:
+    """``count`` evenly spaced step indices of a reverse chain that starts at step
+    ``start`` (counted from 1) and ends at step 0: Improved DDPM's spacing over
+    ``[0, start - 1]``, both ends kept. A one-step chain keeps the start (``start - 1``),
+    not step 0 as :func:`evenly_spaced_steps` does: these chains start from noise, and a
+    denoiser told "step 0" about pure noise would be asked the wrong question."""
+    if count == 1:
+        return [start - 1]
+    return evenly_spaced_steps(start, count)
+
+
+def respaced_chain(
+    diffusion: GaussianDiffusion, count: Optional[int], start: Optional[int] = None
+) -> Optional[SpacedDiffusion]:
+    """The chain inference runs on, when it is not ``diffusion``'s full chain (None then).
+
+    ``count`` steps from ``start`` (default ``diffusion.steps``) down to 0 (see
+    :func:`chain_steps`); ``count`` None, or the full chain (``count = start = steps``),
+    gives None, so that inference stays bit-identical to the unspaced chain. The kept
+    steps keep their alpha_bar (betas 1 - abar_s / abar_prev_kept) and the denoiser sees
+    the original step indices (:class:`SpacedDiffusion`). The caller checks ``count``.
+    """
+    start = diffusion.steps if start is None else start
+    if count is None or count == start == diffusion.steps:
+        return None
+    return SpacedDiffusion(diffusion, chain_steps(start, count))
 
 
 def check_sequence_lengths(item_seq_len: torch.Tensor) -> None:
@@ -212,6 +240,9 @@ class SequentialDiffusionRecommender(DeclaredSettings, SequentialRecommender):
 
     input_type = InputType.POINTWISE
     config_files: tuple = ()
+    # The rule on ``inference_steps`` (also in config_rules), rechecked by
+    # set_inference_steps.
+    inference_steps_rule: Optional[Rule] = None
     # Trained with a step learning-rate decay (lr_decay_step / lr_decay_gamma), as
     # DiffuRec's StepLR: recbole_diffrec.get_trainer picks its StepDecayTrainer.
     step_lr_decay = True
@@ -220,6 +251,33 @@ class SequentialDiffusionRecommender(DeclaredSettings, SequentialRecommender):
         require_plugin_config(config, type(self).__name__)
         self.check_config(config)
         super().__init__(config, dataset)
+
+    # ------------------------------------------------------------------ respaced inference
+    @property
+    def inference_start(self) -> int:
+        """The step (counted from 1) the reverse chain starts at."""
+        return self.diffusion.steps
+
+    def set_inference_steps(self, count: Optional[int]) -> None:
+        """Run inference on ``count`` evenly spaced steps from now on (None: the model's
+        default inference); checked as the ``inference_steps`` setting. Changes no
+        parameter, so a trained model can be evaluated at several step counts."""
+        view = {
+            "inference_steps": count,
+            "steps": self.diffusion.steps,
+            "inference_step": getattr(self, "inference_step", None),
+        }
+        check_settings(view, (self.inference_steps_rule,))
+        self.inference_steps = count
+        self.inference_chain = respaced_chain(
+            self.diffusion, count, self.inference_start
+        )
+
+    @property
+    def inference_diffusion(self) -> GaussianDiffusion:
+        """The chain inference runs on: the respaced one, else the full one."""
+        chain = self.inference_chain
+        return self.diffusion if chain is None else chain
 
     def history(self, interaction) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(item_seq, item_seq_len)`` of a batch, refusing samples without history."""
