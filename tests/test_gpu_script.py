@@ -4,7 +4,6 @@ cleanly and the next invocation continues it from its training state; finished r
 skipped; bad arguments and a missing device fail at once with a clear message."""
 
 import json
-import os
 import sys
 import types
 from pathlib import Path
@@ -36,15 +35,8 @@ def read(folder: Path, name: str) -> dict:
     return json.loads((folder / f"{name}.json").read_text())
 
 
-# The GPU's way, sequential runs in worker processes, costs two more process start-ups:
-# run only with RECBOLE_DIFFREC_SLOW=1 (the device's self-check runs that path first).
-SLOW = os.environ.get("RECBOLE_DIFFREC_SLOW") == "1"
-WORKERS = pytest.param(
-    2, marks=[] if SLOW else [pytest.mark.skip(reason="set RECBOLE_DIFFREC_SLOW=1")]
-)
-
-
-@pytest.mark.parametrize("parallel", [1, WORKERS])
+# parallel 2: the second invocation's sequential runs in worker processes, as on a GPU
+@pytest.mark.parametrize("parallel", [1, 2])
 def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch, parallel):
     kmeans_stand_in(monkeypatch)
     results = tmp_path / "results"
