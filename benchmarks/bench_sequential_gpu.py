@@ -197,9 +197,22 @@ def smoke_run(model: str, settings: Dict[str, Any]) -> None:
         )
 
 
-def provenance(args) -> Dict[str, Any]:
+def stack_versions() -> Dict[str, str]:
+    """The versions a result depends on, recorded beside it."""
     import pandas
     import recbole
+    import torch
+
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pandas": pandas.__version__,
+        "recbole": recbole.__version__,
+    }
+
+
+def provenance(args) -> Dict[str, Any]:
     import torch
 
     return {
@@ -207,13 +220,7 @@ def provenance(args) -> Dict[str, Any]:
         "ran_with": args.models,
         "command": job_command(args.cli),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "versions": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "pandas": pandas.__version__,
-            "recbole": recbole.__version__,
-        },
+        "versions": stack_versions(),
         "commit": args.commit,
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"

@@ -42,7 +42,7 @@ if __name__ == "__main__" and not __package__:
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 
-from .bench_sequential_gpu import settings_for  # noqa: E402
+from .bench_sequential_gpu import settings_for, stack_versions  # noqa: E402
 from .runner import ROOT, write_atomically  # noqa: E402
 from .sections.sequential import SPEC_FILE as SEQUENTIAL_SPEC  # noqa: E402
 from .spec import SPEC as ML1M_SPEC  # noqa: E402
@@ -171,8 +171,6 @@ def git_commit() -> str:
 
 
 def provenance(args) -> Dict[str, Any]:
-    import pandas
-    import recbole
     import torch
 
     cuda = args.device == "cuda" and torch.cuda.is_available()
@@ -183,13 +181,7 @@ def provenance(args) -> Dict[str, Any]:
         "commit": args.commit,
         "command": args.command,
         "budget_minutes": args.minutes,
-        "versions": {
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "pandas": pandas.__version__,
-            "recbole": recbole.__version__,
-        },
+        "versions": stack_versions(),
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"
         ),

@@ -10,6 +10,7 @@ from recbole.data import create_dataset
 from recbole.utils import init_seed
 
 from conftest import SEQ_TINY as TINY
+from benchmarks.bench_sequential_steps import per_user
 from conftest import SEQUENCE_YAML
 from recbole_diffrec import get_trainer, load_model, run
 from recbole_diffrec.config import Config
@@ -265,22 +266,10 @@ def recomputed_metrics(model, test_data, seed: int = 0) -> dict:
     """Hit@10 and NDCG@10 computed here from the model's full-ranking scores (one target
     per sample), drawing the same inference noise as an evaluation seeded alike."""
     init_seed(seed, True)
-    hits, gains = [], []
-    with torch.no_grad():
-        for interaction, history_index, _, positive_i in test_data:
-            scores = model.full_sort_predict(interaction).view(len(positive_i), -1)
-            scores[:, 0] = -np.inf  # padding
-            if history_index is not None:
-                scores[history_index] = -np.inf
-            top = scores.topk(10, dim=1).indices
-            found = top == positive_i.unsqueeze(1)
-            rank = found.float().argmax(dim=1)
-            hit = found.any(dim=1)
-            hits.append(hit.float())
-            gains.append(torch.where(hit, 1.0 / torch.log2(rank + 2.0), 0.0))
+    found = per_user(model, test_data)
     return {
-        "hit@10": float(torch.cat(hits).mean()),
-        "ndcg@10": float(torch.cat(gains).mean()),
+        "hit@10": float(found["hit"].mean()),
+        "ndcg@10": float(found["ndcg"].mean()),
     }
 
 
