@@ -19,9 +19,9 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from recbole_diffrec.utils import write_text_atomically
 
@@ -63,14 +63,19 @@ def package_files() -> List[Path]:
     )
 
 
-def code_hash(files: Iterable[Path], texts: Iterable[str] = ()) -> str:
-    digest = hashlib.sha1()
-    for path in files:
-        digest.update(os.path.relpath(path, ROOT).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+def digest(named: Iterable[Tuple[str, bytes]], texts: Iterable[str] = ()) -> str:
+    """The hash of files given as (path relative to the root, content), then texts."""
+    sha = hashlib.sha1()
+    for name, content in named:
+        sha.update(name.encode() + b"\0")
+        sha.update(content + b"\0")
     for text in texts:
-        digest.update(text.encode() + b"\0")
-    return digest.hexdigest()[:12]
+        sha.update(text.encode() + b"\0")
+    return sha.hexdigest()[:12]
+
+
+def code_hash(files: Iterable[Path], texts: Iterable[str] = ()) -> str:
+    return digest(((os.path.relpath(p, ROOT), p.read_bytes()) for p in files), texts)
 
 
 def worker_code_hash(worker: Callable) -> str:
@@ -162,6 +167,17 @@ class Runner:
     @property
     def results_dir(self) -> Path:
         return self.options.results_dir
+
+    def cached_view(self) -> "Runner":
+        """A runner over the same results that runs nothing; what it reads counts in this
+        runner's ``shown`` (the report header's code versions)."""
+        view = Runner(
+            self.spec,
+            replace(self.options, cached_only=True, refresh_stale=False),
+            self.sections,
+        )
+        view._code, view.shown = self._code, self.shown
+        return view
 
     def code_version(self, section: str) -> str:
         if section not in self._code:
@@ -282,46 +298,147 @@ class Runner:
         witness: Dict[str, Any],
         vouched: List[Dict[str, Any]],
         differ: Callable[[Path, Path], Optional[str]],
+        reference: Optional[Callable[..., Tuple[Optional[Path], str]]] = None,
     ) -> str:
         """Carry results from older code forward when a rerun shows the code change did
-        not change them: rerun ``witness`` (a cheap job of the group) with this
-        checkout's code; if ``differ(old, new)`` finds no difference between its old and
-        new result, every job in ``vouched`` whose result came from the witness's old
-        code is marked as this checkout's, with the check recorded in its JSON under
-        ``revalidated``. Otherwise nothing is carried (the witness keeps its new result;
-        the rest stay stale). Returns one line saying what happened."""
+        not change them. ``witness`` is a cheap job of the group, ``vouched`` the rest.
+
+        1. A stale witness is rerun with this checkout's code. If ``differ(old, new)``
+           finds no difference from its stored result, every vouched result of the same
+           old code is marked as this checkout's, the check recorded in its JSON under
+           ``revalidated``.
+        2. A stored result may differ for another reason than the code: it came from
+           another session's machine, where a near-tie fell the other way. So when the
+           stored result differs, or the witness is already current while vouched
+           results of older code remain, the old code itself is rerun on this machine
+           (``reference(old_code, witness, folder)`` returns its result file, or None
+           and why not; ``benchmarks.oldcode``) and compared with this code's witness.
+           Identical: the code change is shown to change nothing, the vouched results
+           are carried forward (their record says so and what the stored result
+           differed in). A vouched result of old code whose group already passed the
+           check (results computed after it) is carried on that record.
+        Otherwise nothing is carried. Returns one line saying what happened."""
         import shutil
         import tempfile
 
         name = f"{witness['name']} ({witness.get('seed', '')})"
-        if not self.cached(witness) or not self.stale(witness):
-            return f"{name}: nothing to revalidate (not run yet, or already current)"
-        old_path = self.versions(witness)[0]
-        old_code = json.loads(old_path.read_text()).get("code_hash", UNKNOWN)
-        if old_code == UNKNOWN:
-            return f"{name}: its result has no code version; rerun it instead"
+        if not self.cached(witness):
+            return f"{name}: nothing to revalidate (not run yet)"
         code = self.code_version(witness["section"])
         path = self.result_path(witness)
-        lock = claim(path)
-        if lock is None:
-            return f"{name}: another suite process is running it"
-        with tempfile.TemporaryDirectory() as folder:
-            kept = Path(folder) / old_path.name
-            for file in [old_path, *companions(old_path)]:
-                shutil.copy2(file, Path(folder) / file.name)
-            try:
-                if self.options.quick:
-                    self.run_in_process(witness)
-                else:
-                    self.run_in_worker(witness, path)
-            finally:
-                lock.unlink(missing_ok=True)
-            difference = differ(kept, path)
+        if self.stale(witness):
+            old_path = self.versions(witness)[0]
+            old_code = json.loads(old_path.read_text()).get("code_hash", UNKNOWN)
+            if old_code == UNKNOWN:
+                return f"{name}: its result has no code version; rerun it instead"
+            lock = claim(path)
+            if lock is None:
+                return f"{name}: another suite process is running it"
+            with tempfile.TemporaryDirectory() as folder:
+                kept = Path(folder) / old_path.name
+                for file in [old_path, *companions(old_path)]:
+                    shutil.copy2(file, Path(folder) / file.name)
+                try:
+                    if self.options.quick:
+                        self.run_in_process(witness)
+                    else:
+                        self.run_in_worker(witness, path)
+                finally:
+                    lock.unlink(missing_ok=True)
+                difference = differ(kept, path)
+            if difference is None:
+                record = {"against": "its stored result"}
+                carried = self.carry(witness, vouched, old_code, code, record)
+                return (
+                    f"{name}: rerun with code {code} is identical to code {old_code}; "
+                    f"{carried} result(s) of the group carried forward"
+                )
+            pending = {old_code: difference}
+        else:
+            pending = {
+                json.loads(self.versions(j)[0].read_text()).get("code_hash"): None
+                for j in vouched
+                if self.stale(j)
+            }
+            pending.pop(UNKNOWN, None)
+            pending.pop(None, None)
+            if not pending:
+                return f"{name}: nothing to revalidate (already current)"
+        lines = []
+        for old_code, stored in pending.items():
+            lines.append(
+                self.check_old_code(
+                    name, witness, vouched, differ, reference, old_code, stored
+                )
+            )
+        return "; ".join(lines)
+
+    def check_old_code(
+        self,
+        name: str,
+        witness: Dict[str, Any],
+        vouched: List[Dict[str, Any]],
+        differ: Callable[[Path, Path], Optional[str]],
+        reference: Optional[Callable[..., Tuple[Optional[Path], str]]],
+        old_code: str,
+        stored: Optional[str],
+    ) -> str:
+        """Step 2 of :meth:`revalidate` for one old code version."""
+        import tempfile
+
+        code = self.code_version(witness["section"])
+        head = f"{name}: code {old_code}"
+        if stored is not None:
+            head += f" (the stored result differs from this code's rerun: {stored})"
+        passed = [
+            r
+            for j in [witness, *vouched]
+            if self.cached(j) and not self.stale(j)
+            for r in self.read(j).get("revalidated", [])
+            if r.get("from_code") == old_code and r.get("identical")
+        ]
+        if passed:
+            record = {**passed[-1], "carried_later": True}
+            carried = self.carry(witness, vouched, old_code, code, record)
+            return f"{head}: the group passed its check earlier; {carried} result(s) carried forward"
+        if reference is None:
+            return f"{head}: the group's results of that code stay stale"
+        with tempfile.TemporaryDirectory(dir=self.results_dir) as folder:
+            rerun, note = reference(old_code, witness, Path(folder))
+            if rerun is None:
+                return f"{head}: cannot rerun it here ({note}); its results stay stale"
+            difference = differ(rerun, self.result_path(witness))
         if difference is not None:
             return (
-                f"{name}: rerun with code {code} differs from code {old_code} "
-                f"({difference}); the group's other results stay stale"
+                f"{head}: rerun here ({note}) it differs from code {code} "
+                f"({difference}); the group's results of that code stay stale"
             )
+        record = {"against": f"a rerun of code {old_code} on this machine ({note})"}
+        if stored is not None:
+            record["stored_result_differed"] = stored
+        carried = self.carry(witness, vouched, old_code, code, record)
+        return (
+            f"{head}: rerun here ({note}) it is identical to code {code}; "
+            f"{carried} result(s) of the group carried forward"
+        )
+
+    def carry(
+        self,
+        witness: Dict[str, Any],
+        vouched: List[Dict[str, Any]],
+        old_code: str,
+        code: str,
+        record: Dict[str, Any],
+    ) -> int:
+        """Mark each vouched result of ``old_code`` as this checkout's, recording the
+        check (``record`` with ``from_code``, ``witness`` and ``identical``); returns how
+        many were carried."""
+        record = {
+            **record,
+            "from_code": old_code,
+            "witness": job_stem(witness),
+            "identical": True,
+        }
         carried = 0
         for job in vouched:
             found = self.versions(job)
@@ -330,11 +447,6 @@ class Runner:
             result = json.loads(found[0].read_text())
             if result.get("code_hash") != old_code:
                 continue
-            record = {
-                "from_code": old_code,
-                "witness": job_stem(witness),
-                "identical": True,
-            }
             result["code_hash"] = code
             result["revalidated"] = [*result.get("revalidated", []), record]
             target = self.result_path(job)
@@ -345,10 +457,16 @@ class Runner:
             write_atomically(target, result)
             found[0].unlink()
             carried += 1
-        return (
-            f"{name}: rerun with code {code} is identical to code {old_code}; "
-            f"{carried} result(s) of the group carried forward"
-        )
+        # The witness keeps the check too: results of the old code that turn up later
+        # (a run still going when the check was made) are carried on it.
+        path = self.result_path(witness)
+        result = json.loads(path.read_text())
+        if not any(
+            r.get("from_code") == old_code for r in result.get("revalidated", [])
+        ):
+            result["revalidated"] = [*result.get("revalidated", []), record]
+            write_atomically(path, result)
+        return carried
 
     # ------------------------------------------------------------------------ report lines
     def notes(self, jobs: List[Dict[str, Any]]) -> str:

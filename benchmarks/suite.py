@@ -32,6 +32,7 @@ JSON records the check under "revalidated"); where it differs, they stay stale.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import shlex
 import sys
@@ -43,6 +44,7 @@ if __name__ == "__main__" and not __package__:
         "run the suite as a module from the repository root: python -m benchmarks.suite"
     )
 
+from .oldcode import same_machine_reference  # noqa: E402
 from .report import write_report  # noqa: E402
 from .runner import ROOT, Options, Runner  # noqa: E402
 from .sections import Section, registry  # noqa: E402
@@ -110,29 +112,45 @@ def revalidate(
         section = sections[name]
         if section.witnesses is None or section.differ is None:
             continue
+        # Where the stored result differs, the old code is rerun on this machine (a git
+        # worktree of its commit).
+        reference = same_machine_reference(
+            Path(inspect.getsourcefile(section.worker)), quick=runner.options.quick
+        )
         for witness, vouched in section.witnesses(jobs_of(name)):
-            lines.append(runner.revalidate(witness, vouched, section.differ))
+            lines.append(runner.revalidate(witness, vouched, section.differ, reference))
+            print(lines[-1], flush=True)
     return lines
 
 
 def build_parts(
     runner: Runner, sections: Dict[str, Section], chosen: List[str], figures: Path
 ) -> Dict[str, str]:
-    """Each chosen section's markdown, in registry order; a section's jobs are listed (and
-    run) once, before the first section that needs them."""
+    """Every section's markdown, in registry order. The chosen sections' jobs (and those
+    of the sections they need) are listed and run by ``runner``; the other sections are
+    rendered from the cache alone, so a run of some sections still writes the whole
+    report. A section's jobs are listed once, before the first section that needs them.
+    """
     listed: Dict[str, Any] = {}
+    from_cache = runner.cached_view()
 
-    def jobs_of(name: str) -> Any:
+    def jobs_of(name: str, active: Runner) -> Any:
         if name not in listed:
             section = sections[name]
-            needed = {n: jobs_of(n) for n in section.needs}
-            listed[name] = section.jobs(runner, needed)
+            needed = {n: jobs_of(n, active) for n in section.needs}
+            listed[name] = section.jobs(active, needed)
         return listed[name]
 
+    for name in sections:
+        if name in chosen:
+            jobs_of(name, runner)
     return {
-        name: sections[name].render(runner, jobs_of(name), figures)
+        name: sections[name].render(
+            runner if name in chosen else from_cache,
+            jobs_of(name, from_cache),
+            figures,
+        )
         for name in sections
-        if name in chosen
     }
 
 
@@ -150,8 +168,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         runner.run_job(json.loads(args.job))
         return
     if args.revalidate:  # listing runs nothing (cached_only); only witnesses run
-        for line in revalidate(runner, sections, args.sections):
-            print(line)
+        revalidate(runner, sections, args.sections)
 
     import matplotlib
 

@@ -240,9 +240,26 @@ def test_the_registry_drives_the_sections_jobs_and_render(tmp_path):
     assert list(parts) == ["first", "second"]  # registry order, not the command's
     assert parts == {"first": "first ['a']", "second": "second ['a', 'b']"}
     assert seen == ["first"]  # a section's jobs are listed once
-    assert suite.build_parts(runner, toy, ["second"], tmp_path) == {
-        "second": "second ['a', 'b']"
+
+    # A run of some sections still writes the whole report: the others are rendered
+    # from the cache by a runner that runs nothing.
+    modes = []
+
+    def third_jobs(runner, needed):
+        modes.append(runner.options.cached_only)
+        return ["c"]
+
+    toy["third"] = Section("third", 3, third_jobs, lambda r, j, f: f"third {j}")
+    parts = suite.build_parts(runner, toy, ["third"], tmp_path)
+    assert parts == {
+        "first": "first ['a']",
+        "second": "second ['a', 'b']",
+        "third": "third ['c']",
     }
+    assert modes == [False]  # the chosen section was listed (and run) for real
+    assert seen == ["first", "first"]
+    view = runner.cached_view()
+    assert view.options.cached_only and view.shown is runner.shown
 
 
 def test_the_suite_refuses_to_run_as_a_script_and_conflicting_flags():
@@ -313,9 +330,14 @@ def test_revalidate_carries_results_forward_only_when_the_witness_is_unchanged(
     assert not any(new.stale(j) for j in listed)
     carried = new.read(listed[1])
     assert carried["code_hash"] == "new" and carried["value"] == 20
-    assert carried["revalidated"] == [
-        {"from_code": "old", "witness": job_stem(listed[0]), "identical": True}
-    ]
+    check = {
+        "from_code": "old",
+        "witness": job_stem(listed[0]),
+        "identical": True,
+        "against": "its stored result",
+    }
+    assert carried["revalidated"] == [check]
+    assert new.read(listed[0])["revalidated"] == [check]  # the witness keeps it too
     # the companion file moved with its result; nothing of the old code is left
     assert new.result_path(listed[1]).with_suffix(".extra.txt").read_text() == "2"
     assert sorted(p.name.rsplit("-", 1)[1] for p in folder.iterdir()) == [
@@ -325,7 +347,7 @@ def test_revalidate_carries_results_forward_only_when_the_witness_is_unchanged(
         "new.json",
     ]
     # nothing left to do: a second revalidation runs nothing
-    assert "nothing to revalidate" in new.revalidate(
+    assert "nothing to revalidate (already current)" in new.revalidate(
         listed[0], listed[1:], witness_differ
     )
     assert new.calls == [1]
@@ -337,10 +359,98 @@ def test_revalidate_carries_results_forward_only_when_the_witness_is_unchanged(
         line = newer.revalidate(listed[0], listed[1:], witness_differ)
     finally:
         SCALE["factor"] = 10
-    assert "differs from code new (value: 10 -> 11)" in line
+    assert "the stored result differs from this code's rerun: value: 10 -> 11" in line
+    assert "stay stale" in line
     assert newer.read(listed[0])["value"] == 11 and not newer.stale(listed[0])
     assert newer.stale(listed[1]) and newer.read(listed[1])["code_hash"] == "new"
     assert "revalidated" not in newer.read(listed[0])
+
+
+def fake_reference(value, calls):
+    """A stand-in for benchmarks.oldcode's rerun of the old code on this machine."""
+
+    def reference(old_code, witness, folder):
+        calls.append(old_code)
+        if value is None:
+            return None, "no commit has it"
+        path = folder / "old.json"
+        path.write_text(json.dumps({"value": value, "code_hash": old_code}))
+        return path, "commit abc"
+
+    return reference
+
+
+def test_revalidate_reruns_the_old_code_here_when_the_stored_result_differs(tmp_path):
+    old = witnessed_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    SCALE["factor"] = 11  # this machine computes 11 where the stored run had 10
+    try:
+        # The old code, rerun here, also gives 11: the stored result's machine made the
+        # difference, not the code change; the group is carried forward.
+        new = witnessed_runner(tmp_path, "new")
+        calls = []
+        line = new.revalidate(
+            listed[0], listed[1:], witness_differ, fake_reference(11, calls)
+        )
+    finally:
+        SCALE["factor"] = 10
+    assert calls == ["old"] and new.calls == [1]
+    assert "rerun here (commit abc) it is identical to code new" in line
+    assert "1 result(s) of the group carried forward" in line
+    record = new.read(listed[1])["revalidated"][-1]
+    assert record["against"] == "a rerun of code old on this machine (commit abc)"
+    assert record["stored_result_differed"] == "value: 10 -> 11"
+    assert not new.stale(listed[1]) and new.read(listed[1])["value"] == 20
+
+
+@pytest.mark.parametrize("value", [12, None])
+def test_revalidate_keeps_results_stale_when_the_old_code_here_differs_or_is_missing(
+    tmp_path, value
+):
+    old = witnessed_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    SCALE["factor"] = 11
+    try:
+        new = witnessed_runner(tmp_path, "new")
+        calls = []
+        line = new.revalidate(
+            listed[0], listed[1:], witness_differ, fake_reference(value, calls)
+        )
+    finally:
+        SCALE["factor"] = 10
+    assert calls == ["old"]
+    if value is None:
+        assert "cannot rerun it here (no commit has it)" in line
+    else:
+        assert "it differs from code new (value: 12 -> 11)" in line
+    assert new.stale(listed[1]) and new.read(listed[1])["code_hash"] == "old"
+
+
+def test_revalidate_checks_a_current_witness_against_late_results_of_old_code(
+    tmp_path,
+):
+    old = witnessed_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    # The witness is rerun with new code (say by an earlier --revalidate whose stored
+    # comparison failed); the seed-2 result is still old code's.
+    new = witnessed_runner(tmp_path, "new")
+    new.run_job(listed[0])
+    calls = []
+    line = new.revalidate(
+        listed[0], listed[1:], witness_differ, fake_reference(10, calls)
+    )
+    assert calls == ["old"] and new.calls == [1]  # only the old code was rerun
+    assert "code old: rerun here (commit abc) it is identical" in line
+    assert not new.stale(listed[1])
+
+    # A result of the old code that turns up after its group passed the check (a run
+    # that was still going) is carried on the recorded check, with no rerun.
+    late = dict(listed[1], seed=3)
+    old.run_job(late)
+    calls.clear()
+    line = new.revalidate(listed[0], [*listed[1:], late], witness_differ, None)
+    assert calls == [] and "passed its check earlier; 1 result(s) carried" in line
+    assert new.read(late)["revalidated"][-1]["carried_later"] is True
 
 
 # ---------------------------------------------------------------------------- end to end

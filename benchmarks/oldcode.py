@@ -1,0 +1,153 @@
+"""Rerunning a job with the code an older result was computed by, on this machine.
+
+``--revalidate`` decides whether a code change altered a model's numbers by rerunning one
+witness job with the new code and comparing it with the stored result. That comparison
+mixes two causes: the code change and the machine (a stored result may come from another
+session's environment, where a near-tie in one user's ranking fell the other way). When
+the stored result differs, the fair question is whether the *old code on this machine*
+gives what the new code gives. This module answers it from git alone:
+
+- :func:`hash_at` computes a section's code hash (``runner.worker_code_hash``) at any
+  commit, from the committed files;
+- :func:`commit_for` finds a commit whose code has a given hash (results record only the
+  hash);
+- :func:`rerun_at` runs one job with that commit's suite and package in a temporary git
+  worktree beside this checkout (so the dataset yaml's relative paths, ``../shared`` and
+  ``dataset/``, point where they do here) and returns its result file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .runner import PACKAGE, REPORT_MARKER, ROOT, SHARED_WORKER_CODE, digest, job_stem
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
+
+
+def hashed_paths(worker_file: Path, root: Path = ROOT) -> List[str]:
+    """The paths (relative to ``root``) whose committed content makes a section's code
+    hash: the package, the workers' shared helpers and the section's module."""
+    files = [PACKAGE, *SHARED_WORKER_CODE, worker_file]
+    return [os.path.relpath(p, ROOT) for p in files]
+
+
+def hash_at(rev: str, worker_file: Path, root: Path = ROOT) -> str:
+    """The code hash ``runner.worker_code_hash`` gives for the section whose worker
+    module is ``worker_file``, computed from the files committed at ``rev``."""
+    package, *shared, module = hashed_paths(worker_file, root)
+    names = git(root, "ls-tree", "-r", "--name-only", rev, "--", package).split()
+    sources = sorted(
+        Path(n)
+        for n in names
+        if Path(n).suffix in (".py", ".yaml") and "__pycache__" not in Path(n).parts
+    )
+    sources += [Path(p) for p in shared]
+
+    def blob(path: str) -> bytes:
+        return subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, check=True
+        ).stdout
+
+    text = blob(module).decode()
+    text = REPORT_MARKER.split(text, maxsplit=1)[0]
+    return digest(((str(p), blob(str(p))) for p in sources), [text])
+
+
+def commit_for(
+    code: str, worker_file: Path, root: Path = ROOT, limit: int = 400
+) -> Optional[str]:
+    """The newest commit (of the last ``limit`` that changed the hashed files) whose code
+    hash is ``code``; None when there is none (say, a shallow clone)."""
+    commits = git(
+        root,
+        "rev-list",
+        f"--max-count={limit}",
+        "HEAD",
+        "--",
+        *hashed_paths(worker_file, root),
+    ).split()
+    for commit in commits:
+        if hash_at(commit, worker_file, root) == code:
+            return commit
+    return None
+
+
+def rerun_at(
+    commit: str,
+    job: Dict[str, Any],
+    results: Path,
+    root: Path = ROOT,
+    quick: bool = False,
+) -> Tuple[Path, Dict[str, Any]]:
+    """Run ``job`` with the suite and package of ``commit`` (a worker process of that
+    checkout, as the suite runs every job; with ``quick``, the suite's ``--quick`` spec)
+    writing into ``results``; returns the result file and its data. Raises RuntimeError
+    when the run fails."""
+    worktree = Path(
+        tempfile.mkdtemp(prefix=f".{root.name}-at-{commit[:10]}-", dir=root.parent)
+    )
+    worktree.rmdir()  # git worktree add wants to create it
+    git(root, "worktree", "add", "--detach", str(worktree), commit)
+    try:
+        converted = root / "dataset"
+        if converted.is_dir():  # the same atomic files as this checkout's runs read
+            (worktree / "dataset").symlink_to(converted)
+        # The suite makes a job's folder before its worker runs (companions go there).
+        (results / job["section"]).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "PYTHONPATH": str(worktree)}
+        command = [sys.executable, "-m", "benchmarks.suite", "--job", json.dumps(job)]
+        command += ["--results", str(results)] + (["--quick"] if quick else [])
+        proc = subprocess.run(
+            command, cwd=worktree, env=env, capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"the rerun with commit {commit[:10]} failed: {proc.stderr[-2000:]}"
+            )
+    finally:
+        git(root, "worktree", "remove", "--force", str(worktree))
+        shutil.rmtree(worktree, ignore_errors=True)
+    found = sorted((results / job["section"]).glob(f"{job_stem(job)}-*.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"the rerun with commit {commit[:10]} wrote {found}")
+    return found[0], json.loads(found[0].read_text())
+
+
+Reference = Callable[[str, Dict[str, Any], Path], Tuple[Optional[Path], str]]
+
+
+def same_machine_reference(
+    worker_file: Path, root: Path = ROOT, quick: bool = False
+) -> Reference:
+    """For ``Runner.revalidate``: a function ``(old_code, witness, folder) -> (path,
+    note)`` that reruns the witness with the commit of ``old_code`` on this machine
+    (its result goes in ``folder``), or returns ``(None, why)`` when it cannot."""
+
+    def reference(old_code: str, witness: Dict[str, Any], folder: Path):
+        commit = commit_for(old_code, worker_file, root)
+        if commit is None:
+            return None, f"no commit in this clone's history has code {old_code}"
+        try:
+            path, result = rerun_at(commit, witness, folder, root, quick)
+        except RuntimeError as err:  # one group's failure must not stop the others
+            return None, str(err).splitlines()[0]
+        if result.get("code_hash") != old_code:
+            return None, (
+                f"commit {commit[:10]} ran with code {result.get('code_hash')}, "
+                f"not {old_code}"
+            )
+        return path, f"commit {commit[:10]}"
+
+    return reference

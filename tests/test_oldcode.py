@@ -1,0 +1,65 @@
+"""Rerunning a job with older code on this machine (benchmarks/oldcode.py), as
+``python -m benchmarks.suite --revalidate`` does when a stored result differs: the code
+hash computed from git equals the suite's own, the commit of a hash is found, and a job
+reruns in a throwaway worktree of that commit."""
+
+import inspect
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks import oldcode
+from benchmarks.sections import registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git(*args):
+    return subprocess.run(
+        ["git", *args], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def module_file(section):
+    return Path(inspect.getsourcefile(registry()[section].worker))
+
+
+needs_git = pytest.mark.skipif(
+    not (ROOT / ".git").exists()
+    or git("rev-parse", "--is-shallow-repository") != "false",
+    reason="needs a full git clone of the project",
+)
+
+
+@needs_git
+@pytest.mark.parametrize("section", ["tuned", "accuracy"])
+def test_the_code_hash_from_git_is_the_suites_own(section):
+    worker = module_file(section)
+    if git("status", "--porcelain", "--", *oldcode.hashed_paths(worker)):
+        pytest.skip("the hashed files have uncommitted changes")
+    current = registry()[section].code_hash()
+    assert oldcode.hash_at("HEAD", worker) == current
+    commit = oldcode.commit_for(current, worker)
+    assert commit is not None and oldcode.hash_at(commit, worker) == current
+    assert oldcode.commit_for("000000000000", worker, limit=3) is None
+
+
+@needs_git
+def test_a_job_reruns_with_the_code_of_a_commit_in_a_throwaway_worktree(tmp_path):
+    # A tuned seed run (the witness --revalidate reruns), on the --quick data.
+    job = {"section": "tuned", "name": "quick-synth-EASE", "phase": "seed"}
+    job.update(dataset="quick-synth", model="EASE", settings={"reg_weight": 100.0})
+    job.update(common={"show_progress": False}, per_user_metric="ndcg@20", seed=2020)
+    before = git("worktree", "list")
+    path, result = oldcode.rerun_at("HEAD", job, tmp_path, quick=True)
+    assert result["code_hash"] == oldcode.hash_at("HEAD", module_file("tuned"))
+    assert path.parent == tmp_path / "tuned" and result["job"] == job
+    assert 0 < result["test"]["ndcg@20"] <= 1
+    assert path.with_suffix(".users.npz").is_file()  # its per-user scores beside it
+    assert git("worktree", "list") == before  # the worktree is gone
+    head = git("rev-parse", "HEAD")[:10]
+    assert not list(ROOT.parent.glob(f".{ROOT.name}-at-{head}-*"))
+
+    with pytest.raises(subprocess.CalledProcessError):
+        oldcode.rerun_at("no-such-commit", job, tmp_path)
