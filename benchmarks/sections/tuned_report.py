@@ -64,24 +64,44 @@ def differ(old: Path, new: Path) -> Optional[str]:
 
 
 def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
-    """Says which shown results were carried forward by ``--revalidate``."""
-    carried = sorted(
-        {
-            (j["name"], r["from_code"], r["witness"])
-            for j in jobs
-            if runner.cached(j) and not runner.stale(j)
-            for r in runner.read(j).get("revalidated", [])[-1:]
-        }
-    )
-    if not carried:
+    """Says which shown results were carried forward by ``--revalidate``, and against
+    what their witness was checked."""
+    checks: Dict[str, Dict[str, Any]] = {}
+    for job in jobs:
+        if runner.cached(job) and not runner.stale(job):
+            for record in runner.read(job).get("revalidated", [])[-1:]:
+                checks.setdefault(job["name"], record)
+    if not checks:
         return ""
-    names = ", ".join(sorted({name for name, _, _ in carried}))
-    olds = ", ".join(sorted({code for _, code, _ in carried}))
-    return (
-        f"\nCarried forward from older code ({olds}) by `--revalidate`: {names}; for each, "
-        "a rerun of its first seed with this checkout's code gave identical metrics, "
-        "epochs and per-user scores, so its search, other seeds and rerun were kept.\n"
+    olds = ", ".join(sorted({r["from_code"] for r in checks.values()}))
+    stored = sorted(
+        n for n, r in checks.items() if "on this machine" not in r.get("against", "")
     )
+    here = sorted(n for n in checks if n not in stored)
+    text = (
+        f"\nCarried forward from older code ({olds}) by `--revalidate`: for each model, "
+        "a rerun of its first seed with this checkout's code gave identical metrics, "
+        "epochs and per-user scores to the reference named, so its search, other seeds "
+        "and rerun were kept."
+    )
+    if stored:
+        text += f" Against the stored result: {', '.join(stored)}."
+    if here:
+        text += (
+            " Against the old code rerun on this machine, because the stored witness "
+            "result, computed in another session, differed from this code's rerun: "
+            + "; ".join(
+                n
+                + (
+                    f" ({checks[n]['stored_result_differed']})"
+                    if "stored_result_differed" in checks[n]
+                    else ""
+                )
+                for n in here
+            )
+            + "."
+        )
+    return text + "\n"
 
 
 def per_user_mean(
