@@ -30,7 +30,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 if __name__ == "__main__" and not __package__:
     raise SystemExit(
@@ -95,7 +95,21 @@ def write_json(path: Path, value: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- 1. train
-def train(args) -> Dict[str, Any]:
+def train(
+    args,
+    dataset: str = "ml-100k",
+    extra: Optional[Dict[str, Any]] = None,
+    over_budget: Optional[Callable[[], bool]] = None,
+) -> Optional[Dict[str, Any]]:
+    """Train DiffuRec until RecBole's early stopping (or ``--max-epochs``) ends it, over
+    as many invocations as that takes. Each invocation trains for at most ``--minutes``;
+    the trainer writes a training-state file at every epoch boundary, the progress goes
+    to ``train-progress.json`` after every validation, and the next invocation resumes
+    from the recorded state file (a run killed mid-epoch loses only that epoch).
+
+    Returns the finished record (also written to ``train.json``, which a rerun reuses), or
+    None while training is unfinished, unless ``--evaluate-unfinished`` asks to evaluate
+    the best checkpoint so far."""
     from recbole_diffrec import run
 
     from .training import budget_trainer
@@ -106,21 +120,55 @@ def train(args) -> Dict[str, Any]:
         if Path(record["model_file"]).exists():
             print(f"trained model found: {record['model_file']}", flush=True)
             return record
+    config = {**settings(args), **(extra or {})}
+    progress = args.out / "train-progress.json"
+    record: Dict[str, Any] = {
+        "dataset": dataset,
+        "settings": config,
+        "batches": 0,
+        "budget_spent": False,
+        "validations": [],
+        "wall_seconds": 0.0,
+        "sessions": 0,
+    }
+    state_file = None
+    if progress.exists():
+        previous = json.loads(progress.read_text())
+        same = previous.get("settings") == config and previous.get("dataset") == dataset
+        state_file = previous.get("state_file")
+        if same and state_file and os.path.exists(state_file):
+            record = previous
+            print(f"continuing from {state_file}", flush=True)
+        else:
+            print(
+                f"{progress}: other settings or no state file left; training afresh",
+                flush=True,
+            )
+            state_file = None
+    offset = record["wall_seconds"]
     deadline = time.time() + 60 * args.minutes
-    record: Dict[str, Any] = {"batches": 0, "budget_spent": False, "validations": []}
-    base = budget_trainer("DiffuRec", lambda: time.time() > deadline, record)
+    budget = over_budget or (lambda: time.time() > deadline)
+    base = budget_trainer("DiffuRec", budget, record)
     started = time.time()
 
     class Recording(base):
+        def resume_training(self, path):
+            super().resume_training(path)
+            # Validations after the state's epoch belong to work this run redoes.
+            del record["validations"][self.start_epoch :]
+
         def _valid_epoch(self, *a, **k):
             score, result = super()._valid_epoch(*a, **k)
             record["validations"].append(
                 {
                     "epoch": len(record["validations"]) + 1,
-                    "seconds": time.time() - started,
+                    "seconds": offset + time.time() - started,
                     **{key: float(v) for key, v in result.items()},
                 }
             )
+            record["state_file"] = self.state_file
+            record["wall_seconds"] = offset + time.time() - started
+            write_json(progress, record)
             print("validation", record["validations"][-1], flush=True)
             return score, result
 
@@ -128,25 +176,42 @@ def train(args) -> Dict[str, Any]:
             out = super().fit(*a, **k)
             if not os.path.exists(self.saved_model_file):  # no validation yet
                 self._save_checkpoint(0)
+            record["epochs"] = self._epochs_done
+            record["state_file"] = self.state_file
             return out
 
-    config = settings(args)
+    record["budget_spent"] = False
+    record["sessions"] += 1
     result = run(
-        "DiffuRec", "ml-100k", config_dict=config, saved=True, trainer_class=Recording
+        "DiffuRec",
+        dataset,
+        config_dict={**config, "resume": state_file},
+        saved=True,
+        trainer_class=Recording,
     )
     record.update(
         {
             "model_file": result["model_file"],
-            "settings": config,
-            "wall_seconds": time.time() - started,
+            "wall_seconds": offset + time.time() - started,
             "best_valid": result["best_valid_result"],
             "recbole_test_full_chain": result["test_result"],
             "parameters": result.get("parameters"),
-            "epochs": record["batches"] / max(record.get("batches_per_epoch", 1), 1),
             "steps": 32,
         }
     )
+    write_json(progress, record)
+    if record["budget_spent"] and not args.evaluate_unfinished:
+        print(
+            f"training unfinished after {record['epochs']} epochs "
+            f"({record['wall_seconds'] / 60:.0f} min in {record['sessions']} runs); "
+            "rerun the same command to continue",
+            flush=True,
+        )
+        return None
     write_json(done, record)
+    # Evaluations of an earlier model do not describe this one.
+    for old in [*(args.out / "eval").glob("*.npz"), args.out / "recbole_check.json"]:
+        old.unlink(missing_ok=True)
     return record
 
 
@@ -350,6 +415,13 @@ def markdown(s: Dict[str, Any]) -> str:
     t = s["train"]
     cfg = t["settings"]
     best = t.get("best_valid", {})
+    ended = (
+        "**unfinished**: evaluated when the budget ran out"
+        if t.get("budget_spent")
+        else f"ended by early stopping: no validation gain in {cfg.get('stopping_step', 5)}"
+        " epochs"
+    )
+    runs = f" over {t['sessions']} runs" if t.get("sessions", 1) > 1 else ""
     lines = [
         "# DiffuRec: accuracy and evaluation time against reverse steps",
         "",
@@ -368,9 +440,8 @@ def markdown(s: Dict[str, Any]) -> str:
         "DiffuRec.yaml. **Shrunk** from the reference size (hidden 128, 4 blocks, 50 "
         "items: ~11 s per batch, 35 min per epoch on this shared 2-core CPU), with a "
         "doubled learning rate for the short budget.",
-        f"- Training: {t['epochs']:.1f} epochs in {t['wall_seconds'] / 60:.0f} min "
-        f"(budget {'spent' if t.get('budget_spent') else 'not spent'}), validation "
-        f"every epoch; best validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f}; "
+        f"- Training: {t['epochs']:.0f} epochs in {t['wall_seconds'] / 60:.0f} min"
+        f"{runs} ({ended}), validation every epoch; best validation NDCG@10 {best.get('ndcg@10', float('nan')):.4f}; "
         f"RecBole's test NDCG@10 of that checkpoint (full chain) "
         f"{t['recbole_test_full_chain'].get('ndcg@10', float('nan')):.4f}.",
         f"- Evaluation: the same checkpoint on {s['users']} test users, each step count "
@@ -431,9 +502,14 @@ def markdown(s: Dict[str, Any]) -> str:
             else "**not met** by any count <= 8 (see the table)."
         ),
         "",
-        "Caveats: the model is short of convergence (validation NDCG@10 still rising "
-        "at the budget; DiffuRec's reference trains for hundreds of epochs), and the "
-        "CIs are over 943 users only. Why so few users' rankings move: DiffuRec adds "
+        "Caveats: "
+        + (
+            "the model is short of convergence (validation NDCG@10 still rising "
+            "at the budget; DiffuRec's reference trains for hundreds of epochs), and "
+            if t.get("budget_spent")
+            else ""
+        )
+        + "the CIs are over 943 users only. Why so few users' rankings move: DiffuRec adds "
         "x_t plus its step embedding to the history scaled by N(delta, delta) with "
         "delta = lambda_uncertainty = 0.001, so the approximator's x0 depends on the "
         "chain only weakly; a converged model or a larger lambda_uncertainty may react "
@@ -453,7 +529,9 @@ def markdown(s: Dict[str, Any]) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--minutes", type=float, default=32.0, help="training budget")
+    parser.add_argument(
+        "--minutes", type=float, default=32.0, help="this invocation's training budget"
+    )
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--steps", type=int, nargs="+", default=[32, 16, 8, 4, 2, 1])
     parser.add_argument("--seeds", type=int, default=5, help="evaluation noise seeds")
@@ -461,6 +539,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--report", type=Path, default=REPORT, help="markdown out")
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--evaluate-unfinished",
+        action="store_true",
+        help="evaluate the best checkpoint so far when the budget ends training",
+    )
     parser.add_argument(
         "--no-popularity", action="store_true", help="skip the most-popular line"
     )
@@ -470,6 +553,8 @@ def main(argv=None) -> None:
         record = json.loads((args.out / "train.json").read_text())
     else:
         record = train(args)
+        if record is None:
+            return
         evaluate(args, record)
     summary = summarise(args, record)
     print(args.report.read_text())

@@ -298,3 +298,60 @@ def test_steps_benchmark_summary_on_fake_evaluations(tmp_path):
     assert rows[1]["ndcg_rel_diff"] < -0.02 and rows[1]["ndcg_diff_ci95"] > 0
     assert summary["target_met_by"] == [8]
     assert "**met** by inference_steps 8" in report.read_text()
+
+
+def test_steps_benchmark_training_resumes_until_it_ends(tmp_path):
+    """The benchmark's training spans invocations: a budget that ends the first one in
+    its second epoch leaves train-progress.json and no train.json; the next continues
+    from the state file to the last epoch and matches an uninterrupted run exactly."""
+    import argparse
+    import itertools
+    import json
+
+    from benchmarks import bench_sequential_steps as bench
+
+    path = write_sequences(
+        generate_sequences(40, 20, 6, 10, follow=0.9, seed=0), tmp_path / "gen.jsonl"
+    )
+    fields = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id"}
+    columns = {
+        "TIME_FIELD": "timestamp",
+        "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+    }
+    data = {"sequence_file": str(path), "data_path": str(tmp_path / "data")}
+
+    def invoke(name, over_budget=None):
+        args = argparse.Namespace(
+            minutes=60.0, max_epochs=3, out=tmp_path / name, evaluate_unfinished=False
+        )
+        args.out.mkdir(exist_ok=True)
+        extra = {**TINY, **fields, **columns, **data}
+        extra["checkpoint_dir"] = str(tmp_path / name / "saved")
+        return bench.train(args, "gen-seq", extra, over_budget), args.out
+
+    calls = itertools.count()
+    first, out = invoke("cut", lambda: next(calls) >= 6)  # 4 batches per epoch
+    progress = json.loads((out / "train-progress.json").read_text())
+    assert first is None and not (out / "train.json").exists()
+    assert progress["budget_spent"] and progress["epochs"] == 1
+    assert [v["epoch"] for v in progress["validations"]] == [1]
+
+    resumed, out = invoke("cut")
+    assert json.loads((out / "train.json").read_text()) == json.loads(
+        json.dumps(resumed)
+    )
+    assert not resumed["budget_spent"] and resumed["sessions"] == 2
+    assert resumed["epochs"] == 3
+    assert resumed["wall_seconds"] > progress["wall_seconds"]
+
+    whole, _ = invoke("whole")
+    assert whole["sessions"] == 1 and whole["epochs"] == 3
+
+    def metrics(record):
+        return [
+            {k: v for k, v in row.items() if k != "seconds"}
+            for row in record["validations"]
+        ]
+
+    assert metrics(resumed) == metrics(whole)
+    assert resumed["recbole_test_full_chain"] == whole["recbole_test_full_chain"]
