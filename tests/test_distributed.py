@@ -174,6 +174,53 @@ def test_a_failing_rank_stops_the_job_with_one_error():
     assert time.perf_counter() - start < 100  # the collective's timeout is 120 s
 
 
+def test_two_launchers_join_one_job_like_two_nodes(tmp_path):
+    """RecBole's multi-node flags through the command line: two launchers on this machine
+    (one process each, world_size 2, group_offset 0 and 1, the same ip and port) train
+    one job together, report one process's test result, and only rank 0 writes files."""
+    import ast
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    common = [
+        sys.executable,
+        str(ROOT / "run_recbole_diffrec.py"),
+        "--model=DiffRec",
+        "--dataset=ml-100k",
+        "--epochs=1",
+        "--learner=sgd",
+        "--dropout=0.0",
+        "--state=WARNING",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = f"--world_size=2 --ip=127.0.0.1 --port={distributed.free_port()} --nproc=1"
+
+    def start(*extra, folder):
+        args = [*common, *extra, f"--checkpoint_dir={tmp_path / folder}"]
+        return subprocess.Popen(
+            args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+        )
+
+    def test_result(process):
+        out, _ = process.communicate(timeout=300)
+        assert process.returncode == 0
+        line = next(x for x in out.splitlines() if x.startswith("test result"))
+        return ast.literal_eval(line.split(": ", 1)[1])
+
+    launched = [
+        start(*nodes.split(), f"--group_offset={g}", folder=f"node{g}") for g in (0, 1)
+    ]
+    node0, node1 = (test_result(p) for p in launched)
+    alone = test_result(start(folder="alone"))
+    assert node0 == node1 == alone
+    assert 0 < alone["ndcg@10"] < 1
+    assert list((tmp_path / "node0").glob("DiffRec-*.pth"))
+    assert not (tmp_path / "node1").exists() or not any((tmp_path / "node1").iterdir())
+
+
 @pytest.mark.parametrize(
     "settings, key",
     [
