@@ -352,7 +352,8 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         if missing:
             parts.append(
                 f"\nPending on {dataset}: {', '.join(missing)} "
-                f"(`python -m benchmarks.suite --sections tuned` runs them).\n"
+                "(`python -m benchmarks.suite --sections tuned` runs them; what they "
+                "cost on this CPU: [compute_plan.md](compute_plan.md)).\n"
             )
     if collected:
         figure(collected, diffusion, figures / "tuned.png")
