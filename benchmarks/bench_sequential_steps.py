@@ -512,9 +512,11 @@ def markdown(s: Dict[str, Any]) -> str:
         + "the CIs are over 943 users only. Why so few users' rankings move: DiffuRec adds "
         "x_t plus its step embedding to the history scaled by N(delta, delta) with "
         "delta = lambda_uncertainty = 0.001, so the approximator's x0 depends on the "
-        "chain only weakly; a converged model or a larger lambda_uncertainty may react "
-        "more to fewer steps. inference_steps 1 keeps only the start step (31), "
-        "unlike DiffRec's single step 0.",
+        "chain only weakly; "
+        + ("a converged model or " if t.get("budget_spent") else "")
+        + "a larger lambda_uncertainty may react more to fewer steps; the model is "
+        "shrunk from the reference size. inference_steps 1 keeps only the start step "
+        "(31), unlike DiffRec's single step 0.",
         "",
         "Validation during training: "
         + ", ".join(
