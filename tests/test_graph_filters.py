@@ -12,6 +12,7 @@ import yaml
 from scipy.linalg import expm
 
 from recbole_diffrec import get_model, get_trainer, load_model, run
+from recbole_diffrec.models import graph_filters
 from recbole_diffrec.models.graph_filters import BSPM, GFCF
 
 PROPERTIES = Path(__file__).resolve().parents[1] / "recbole_diffrec" / "properties"
@@ -75,7 +76,16 @@ def lowpass(k: int) -> np.ndarray:
     return np.diag(d**-0.5) @ v @ v.T @ np.diag(d**0.5)
 
 
-def test_normalized_item_filter_by_hand():
+@pytest.fixture(params=["dense", "sparse"])
+def filter_format(request, monkeypatch) -> str:
+    """Runs a test with the item filter in both formats: the 3-item filter is 78% full
+    (dense by default); a threshold above 1 makes every filter sparse."""
+    threshold = 2.0 if request.param == "sparse" else 0.0
+    monkeypatch.setattr(graph_filters, "SPARSE_FILTER_BELOW_DENSITY", threshold)
+    return request.param
+
+
+def test_normalized_item_filter_by_hand(filter_format):
     p = normalized().T @ normalized()
     # Item 0: users 0, 1 (degree 2) and 3 (degree 1), item degree 3.
     assert p[0, 0] == pytest.approx(1 / 6 + 1 / 6 + 1 / 3)
@@ -85,11 +95,38 @@ def test_normalized_item_filter_by_hand():
     assert p[0, 2] == pytest.approx(1 / np.sqrt(2 * 3) / np.sqrt(2 * 1))
     assert p[1, 2] == 0
     model = GFCF(settings("GFCF", alpha=0.0), TinyDataset(R))
-    assert np.allclose(model.linear_filter.numpy(), p, atol=1e-6)
+    stored = model.linear_filter
+    assert (stored.layout == torch.sparse_csr) == (filter_format == "sparse")
+    dense = stored.to_dense() if filter_format == "sparse" else stored
+    assert np.allclose(dense.numpy(), p, atol=1e-6)
+
+
+def test_filter_format_follows_density_and_scores_agree(monkeypatch):
+    # 20 users, each with its own pair of items: R~^T R~ has 2 non-zeros per row of 40
+    # (5% full, sparse by default); the 3-item R's filter is 78% full (dense).
+    pairs = np.kron(np.eye(20), np.ones((1, 2)))
+    model = GFCF(settings("GFCF", factor_dim=4), TinyDataset(pairs))
+    assert model.linear_filter.layout == torch.sparse_csr
+    assert model.linear_filter.values().numel() == 80
+    assert GFCF(settings("GFCF"), TinyDataset(R)).linear_filter.layout == torch.strided
+    users = np.arange(20)
+    own = np.zeros((20, 40), dtype=bool)
+    own[users, 2 * users] = own[users, 2 * users + 1] = True
+    for model_class in (GFCF, BSPM):  # BSPM's ODEs multiply dense states by the filter
+        config = settings(model_class.__name__, factor_dim=4)
+        monkeypatch.setattr(graph_filters, "SPARSE_FILTER_BELOW_DENSITY", 0.1)
+        sparse = scores_of(model_class, config, pairs)
+        monkeypatch.setattr(graph_filters, "SPARSE_FILTER_BELOW_DENSITY", 0.0)
+        dense = scores_of(model_class, config, pairs)
+        assert np.allclose(sparse, dense, atol=1e-6)
+        # A user's own two items score alike and above every other item.
+        mine = sparse[own].reshape(20, 2)
+        assert np.allclose(mine[:, 0], mine[:, 1], atol=1e-6)
+        assert (mine.min(axis=1) > sparse[~own].reshape(20, 38).max(axis=1)).all()
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])  # 1, 2: ARPACK on the sparse R~; 3: dense SVD
-def test_gfcf_scores_match_the_hand_computed_filters(k):
+def test_gfcf_scores_match_the_hand_computed_filters(k, filter_format):
     alpha = 0.3
     got = scores_of(GFCF, settings("GFCF", factor_dim=k, alpha=alpha))
     p = normalized().T @ normalized()
@@ -102,14 +139,14 @@ def test_gfcf_scores_match_the_hand_computed_filters(k):
         assert not np.allclose(got, R @ p + alpha * R @ swapped, atol=1e-3)
 
 
-def test_gfcf_alpha_zero_is_the_linear_filter_and_skips_the_svd():
+def test_gfcf_alpha_zero_is_the_linear_filter_and_skips_the_svd(filter_format):
     model = GFCF(settings("GFCF", alpha=0.0), TinyDataset(R))
     assert model.lowpass_left is None
     got = scores_of(GFCF, settings("GFCF", alpha=0.0))
     assert np.allclose(got, R @ normalized().T @ normalized(), atol=1e-6)
 
 
-def test_item_without_training_interactions_scores_finite():
+def test_item_without_training_interactions_scores_finite(filter_format):
     matrix = np.hstack([R, np.zeros((4, 1))])  # item 3 has no training interaction
     got = scores_of(GFCF, settings("GFCF", factor_dim=2), matrix)
     assert np.isfinite(got).all() and np.allclose(got[:, 3], 0)
@@ -122,7 +159,7 @@ def euler(**overrides: Any) -> Dict[str, Any]:
     return settings("BSPM", **base)
 
 
-def test_bspm_one_euler_step_is_the_closed_form_early_merge():
+def test_bspm_one_euler_step_is_the_closed_form_early_merge(filter_format):
     h_i, h_b, h_s, beta = 0.7, 0.4, 1.3, 0.25
     config = euler(T_idl=h_i, T_b=h_b, T_s=h_s, idl_beta=beta, final_sharpening=True)
     got = scores_of(BSPM, config)
@@ -134,7 +171,7 @@ def test_bspm_one_euler_step_is_the_closed_form_early_merge():
     assert np.allclose(got, expected, atol=1e-5)
 
 
-def test_bspm_late_merge_with_time_point_combination():
+def test_bspm_late_merge_with_time_point_combination(filter_format):
     h_b, h_s, beta = 1.0, 0.5, 0.3
     config = euler(
         T_b=h_b,
@@ -152,14 +189,14 @@ def test_bspm_late_merge_with_time_point_combination():
     assert np.allclose(got, expected, atol=1e-5)
 
 
-def test_bspm_sharpening_off_is_blurring_plus_lowpass():
+def test_bspm_sharpening_off_is_blurring_plus_lowpass(filter_format):
     config = euler(T_b=1.0, T_idl=1.0, idl_beta=0.3, sharpening_off=True)
     got = scores_of(BSPM, config)
     p = normalized().T @ normalized()
     assert np.allclose(got, R @ p + 0.3 * R @ lowpass(2), atol=1e-5)
 
 
-def test_bspm_rk4_matches_the_matrix_exponential():
+def test_bspm_rk4_matches_the_matrix_exponential(filter_format):
     t_i, t_b, t_s, beta = 1.0, 1.5, 2.0, 0.2
     config = settings(
         "BSPM",
