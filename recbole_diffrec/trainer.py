@@ -129,6 +129,9 @@ class SafeCheckpointMixin:
 
     def __init__(self, config, model):
         self.data_parallel = not config["single_spec"]
+        # RecBole's constructor creates checkpoint_dir with a check-then-create: ranks
+        # starting together race on it (one fails with FileExistsError). Create it first.
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         if self.data_parallel:
             # RecBole's constructor would build a CUDA-only DDP (device_ids=[local_rank]);
             # ranks other than 0 write no tensorboard folder.

@@ -249,3 +249,27 @@ def test_resuming_a_finished_run_only_tests_again(workdir):
     result = run("DiffRec", dataset, files, other)
     assert result["valid_curve"] and result["state_file"] is None
     assert not list((workdir / "other").glob("*.state"))
+
+
+def test_checkpoint_dir_exists_before_recboles_check_then_create(workdir, monkeypatch):
+    # RecBole's Trainer creates checkpoint_dir with "if not exists: makedirs": ranks of a
+    # data-parallel run starting together raced there (FileExistsError on one of them).
+    # The plugin's trainer creates it first, so RecBole's check always finds it.
+    import recbole.trainer.trainer as recbole_trainer
+
+    from recbole_diffrec import run
+
+    found = []
+    real = recbole_trainer.ensure_dir
+    monkeypatch.setattr(
+        recbole_trainer,
+        "ensure_dir",
+        lambda path: (found.append(os.path.isdir(path)), real(path))[1],
+    )
+    dataset, base, files = general_job(workdir)
+    nested = str(workdir / "deep" / "saved")
+    result = run(
+        "DiffRec", dataset, files, {**base, "epochs": 1, "checkpoint_dir": nested}
+    )
+    assert found and all(found)
+    assert os.path.dirname(result["model_file"]) == nested
