@@ -47,10 +47,10 @@ def suite_spec() -> Dict[str, Any]:
     return yaml.safe_load(SUITE.read_text())
 
 
-def search_result(model: str) -> Optional[Dict[str, Any]]:
-    """The committed tuned search of ``model`` on ml-1m_clean (any code version)."""
+def search_result(model: str, dataset: str = SEARCHED_ON) -> Optional[Dict[str, Any]]:
+    """The committed tuned search of ``model`` on ``dataset`` (any code version)."""
     found = glob.glob(
-        str(ROOT / "benchmarks/results/tuned" / f"tuned-{SEARCHED_ON}-{model}--*.json")
+        str(ROOT / "benchmarks/results/tuned" / f"tuned-{dataset}-{model}--*.json")
     )
     return json.loads(Path(found[0]).read_text()) if found else None
 

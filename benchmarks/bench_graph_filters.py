@@ -18,32 +18,28 @@ One JSON per dataset in ``benchmarks/results/graph_filters/``, report
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import time
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 if __name__ == "__main__" and not __package__:
     raise SystemExit("run it as a module: python -m benchmarks.bench_graph_filters")
 
+from .bench_compute_plan import SEARCHED_ON, search_result, suite_spec  # noqa: E402
 from .runner import ROOT, write_atomically  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "graph_filters"
 REPORT = ROOT / "benchmarks" / "graph_filters.md"
-SUITE = ROOT / "properties" / "experiment" / "tuned_suite.yaml"
 MODELS = ("GFCF", "BSPM")
 TOP_K = 20
 
 
 def tuned_setting(model: str, dataset: str) -> Tuple[Dict[str, Any], str]:
     """The committed tuned search's best setting (this dataset's, else ml-1m_clean's)."""
-    for where in (dataset, "ml-1m_clean"):
-        pattern = f"tuned-{where}-{model}--*.json"
-        found = sorted(glob.glob(str(ROOT / "benchmarks/results/tuned" / pattern)))
+    for where in (dataset, SEARCHED_ON):
+        found = search_result(model, where)
         if found:
-            best = json.loads(Path(found[0]).read_text())["best_settings"]
-            return dict(best), f"tuned on {where}"
+            return dict(found["best_settings"]), f"tuned on {where}"
     return {}, "plugin defaults"
 
 
@@ -59,7 +55,6 @@ def filter_bytes(tensor) -> int:
 def measure(dataset: str, models: List[str], users: int) -> Dict[str, Any]:
     """Both formats of each model on ``dataset``, in this process."""
     import torch
-    import yaml
 
     from recbole_diffrec.config import config_from_settings
     from recbole_diffrec.models import graph_filters
@@ -67,7 +62,7 @@ def measure(dataset: str, models: List[str], users: int) -> Dict[str, Any]:
     from recbole_diffrec.quick_start import load_splits
 
     torch.set_num_threads(1)
-    spec = yaml.safe_load(SUITE.read_text())
+    spec = suite_spec()
     dataset_file = str(ROOT / spec["datasets"][dataset])
     default_threshold = graph_filters.SPARSE_FILTER_BELOW_DENSITY
     rows: List[Dict[str, Any]] = []
