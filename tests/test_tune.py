@@ -401,21 +401,27 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
         tmp_path / "space.yaml",
         """
         space:
-          learning_rate: {grid: [0.001, 0.0001]}
+          epochs: {grid: [3, 150]}
         tune:
           num_samples: 1
           scheduler: fifo
           max_concurrent_trials: 1
         """,
     )
-    command = [
-        sys.executable,
-        RUNNER,
-        "--model=DiffRec",
-        "--dataset=ml-100k",
-        f"--tune={space}",
-        f"--address={ray_cluster}",  # joins the running cluster instead of a local Ray
-    ] + TINY
+    # The second trial trains long enough (no early stop) that Ctrl+C, sent once the
+    # first has finished, always lands mid-search, even on a slow machine.
+    command = (
+        [
+            sys.executable,
+            RUNNER,
+            "--model=DiffRec",
+            "--dataset=ml-100k",
+            f"--tune={space}",
+            f"--address={ray_cluster}",  # joins the running cluster instead of a local Ray
+        ]
+        + TINY
+        + ["--stopping_step=100"]
+    )
     exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
     first = subprocess.Popen(
         command,
@@ -427,11 +433,12 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
     finished = None
     deadline = time.time() + 400
     while finished is None and time.time() < deadline and first.poll() is None:
-        time.sleep(1)
+        time.sleep(0.25)
         for result_file in exp_dir.glob("run_trial_*/result.json"):
             if '"finished": true' in result_file.read_text():
                 finished = result_file.parent
     assert finished is not None, "no trial finished in time"
+    assert "epochs=3_" in finished.name  # grid order: the short trial runs first
     first.send_signal(signal.SIGINT)  # Ctrl+C while the second trial runs or waits
     output, _ = first.communicate(timeout=120)
     assert "interrupted; run the same command again to resume" in output
