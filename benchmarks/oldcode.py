@@ -7,8 +7,8 @@ session's environment, where a near-tie in one user's ranking fell the other way
 the stored result differs, the fair question is whether the *old code on this machine*
 gives what the new code gives. This module answers it from git alone:
 
-- :func:`hash_at` computes a section's code hash (``runner.worker_code_hash``) at any
-  commit, from the committed files;
+- :func:`hash_at` computes a section's code hash (``runner.worker_code_hash``, or
+  ``runner.model_code_hash`` for one model) at any commit, from the committed files;
 - :func:`commit_for` finds a commit whose code has a given hash (results record only the
   hash);
 - :func:`rerun_at` runs one job with that commit's suite and package in a temporary git
@@ -24,10 +24,20 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .runner import PACKAGE, REPORT_MARKER, ROOT, SHARED_WORKER_CODE, digest, job_stem
+from .runner import (
+    MODEL_SCOPED,
+    PACKAGE,
+    REPORT_MARKER,
+    ROOT,
+    SHARED_WORKER_CODE,
+    digest,
+    job_stem,
+    model_scoped_files,
+)
 
 
 def git(root: Path, *args: str) -> str:
@@ -43,33 +53,66 @@ def hashed_paths(worker_file: Path, root: Path = ROOT) -> List[str]:
     return [os.path.relpath(p, ROOT) for p in files]
 
 
-def hash_at(rev: str, worker_file: Path, root: Path = ROOT) -> str:
-    """The code hash ``runner.worker_code_hash`` gives for the section whose worker
-    module is ``worker_file``, computed from the files committed at ``rev``."""
+@dataclass(frozen=True)
+class Snapshot:
+    """What a section's code hash is made of, as committed at one revision."""
+
+    package: Dict[str, bytes]  # root-relative path -> content, the package's sources
+    shared: List[Tuple[str, bytes]]  # the workers' shared helpers
+    worker_text: str  # the section's module above its report marker
+
+    def code_hash(self, model: Optional[str] = None, by_model: bool = False) -> str:
+        """``runner.worker_code_hash`` (the whole package), or with ``by_model``
+        ``runner.model_code_hash`` for ``model``."""
+        if by_model:
+            kept = model_scoped_files(self.package, model)
+            texts = [self.worker_text, MODEL_SCOPED]
+        else:
+            kept, texts = sorted(self.package, key=Path), [self.worker_text]
+        return digest([(p, self.package[p]) for p in kept] + self.shared, texts)
+
+
+def snapshot(rev: str, worker_file: Path, root: Path = ROOT) -> Snapshot:
     package, *shared, module = hashed_paths(worker_file, root)
     names = git(root, "ls-tree", "-r", "--name-only", rev, "--", package).split()
-    sources = sorted(
-        Path(n)
+    sources = [
+        n
         for n in names
         if Path(n).suffix in (".py", ".yaml") and "__pycache__" not in Path(n).parts
-    )
-    sources += [Path(p) for p in shared]
+    ]
 
     def blob(path: str) -> bytes:
         return subprocess.run(
             ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, check=True
         ).stdout
 
-    text = blob(module).decode()
-    text = REPORT_MARKER.split(text, maxsplit=1)[0]
-    return digest(((str(p), blob(str(p))) for p in sources), [text])
+    text = REPORT_MARKER.split(blob(module).decode(), maxsplit=1)[0]
+    return Snapshot({n: blob(n) for n in sources}, [(p, blob(p)) for p in shared], text)
+
+
+def hash_at(
+    rev: str,
+    worker_file: Path,
+    root: Path = ROOT,
+    model: Optional[str] = None,
+    by_model: bool = False,
+) -> str:
+    """The code hash the suite gives, from the files committed at ``rev``, for the
+    section whose worker module is ``worker_file`` (see :meth:`Snapshot.code_hash`)."""
+    return snapshot(rev, worker_file, root).code_hash(model, by_model)
 
 
 def commit_for(
-    code: str, worker_file: Path, root: Path = ROOT, limit: int = 400
+    code: str,
+    worker_file: Path,
+    root: Path = ROOT,
+    limit: int = 400,
+    model: Optional[str] = None,
 ) -> Optional[str]:
     """The newest commit (of the last ``limit`` that changed the hashed files) whose code
-    hash is ``code``; None when there is none (say, a shallow clone)."""
+    hash is ``code``, hashed over the whole package or scoped to ``model`` (a result
+    records only the hash, and sections moved from the first to the second); None when
+    there is none (say, a shallow clone)."""
     commits = git(
         root,
         "rev-list",
@@ -79,7 +122,8 @@ def commit_for(
         *hashed_paths(worker_file, root),
     ).split()
     for commit in commits:
-        if hash_at(commit, worker_file, root) == code:
+        files = snapshot(commit, worker_file, root)
+        if code in (files.code_hash(), files.code_hash(model, by_model=True)):
             return commit
     return None
 
@@ -136,7 +180,7 @@ def same_machine_reference(
     (its result goes in ``folder``), or returns ``(None, why)`` when it cannot."""
 
     def reference(old_code: str, witness: Dict[str, Any], folder: Path):
-        commit = commit_for(old_code, worker_file, root)
+        commit = commit_for(old_code, worker_file, root, model=witness.get("model"))
         if commit is None:
             return None, f"no commit in this clone's history has code {old_code}"
         try:

@@ -28,12 +28,9 @@ def code_versions_line(runner: Runner) -> str:
     """Which of the results shown came from this checkout's code, which from older code."""
     if not runner.shown:
         return ""
-    current = {
-        runner.code_version(n) for n in runner.sections if runner.sections[n].worker
-    }
     versions = list(runner.shown.values())
-    older = sum(v not in current and v != UNKNOWN for v in versions)
-    unknown = versions.count(UNKNOWN)
+    older = sum(v != current and v != UNKNOWN for v, current in versions)
+    unknown = sum(v == UNKNOWN for v, _ in versions)
     if not older and not unknown:
         return f"All {len(versions)} results shown come from this checkout's code.\n\n"
     other = [f"{older} from older code"] if older else []
@@ -41,9 +38,10 @@ def code_versions_line(runner: Runner) -> str:
     return (
         f"**Code versions: {len(versions) - older - unknown} of the {len(versions)} "
         f"results shown come from this checkout's code; {' and '.join(other)}** "
-        "(a result records the hash of `recbole_diffrec` and of its section's worker code "
-        "it was computed with; results of unknown code version were computed before the "
-        f"suite recorded hashes). Rows built from them are marked{STALE_MARK}; each "
+        "(a result records the hash of the code it was computed with: the part of "
+        "`recbole_diffrec` its model uses and its section's worker code; results of "
+        "unknown code version were computed before the suite recorded hashes)."
+        f" Rows built from them are marked{STALE_MARK}; each "
         "section says which. `python -m benchmarks.suite --refresh-stale` recomputes them."
         "\n\n"
     )

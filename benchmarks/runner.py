@@ -11,6 +11,7 @@ unknown"), is *stale*: it is still read and reported, marked as such, and rerun 
 
 from __future__ import annotations
 
+import ast
 import glob
 import hashlib
 import inspect
@@ -21,7 +22,17 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    Optional,
+    Set,
+    Tuple,
+)
 
 from recbole_diffrec.utils import write_text_atomically
 
@@ -63,6 +74,99 @@ def package_files() -> List[Path]:
     )
 
 
+# The files of one model: its module in models/ and what it imports there, and its yaml.
+MODELS_DIR = "recbole_diffrec/models/"
+MODEL_YAML_DIR = "recbole_diffrec/properties/model/"
+MODEL_REGISTRY = "recbole_diffrec/registry.py"
+# Mixed into a model-scoped hash, so that it never equals a whole-package one.
+MODEL_SCOPED = "code hash scoped by model"
+
+
+def package_imports(path: str, source: bytes, names: Set[str]) -> Set[str]:
+    """The files of ``names`` (root-relative paths) that the module at ``path`` imports,
+    anywhere in its body (relative and absolute imports)."""
+
+    def file_of(dotted: str) -> Optional[str]:
+        base = dotted.replace(".", "/")
+        return next(
+            (f for f in (f"{base}.py", f"{base}/__init__.py") if f in names), None
+        )
+
+    package = path.rsplit("/", 1)[0].split("/")
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            parts = package[: len(package) - node.level + 1] if node.level else []
+            base = ".".join(parts + ([node.module] if node.module else []))
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found.update(f for f in map(file_of, targets) if f is not None)
+    return found
+
+
+def model_scoped_files(sources: Mapping[str, bytes], model: Optional[str]) -> List[str]:
+    """Of the package files ``sources`` (root-relative path -> content), those a run of
+    ``model`` depends on: everything outside ``models/`` and the model yaml, the files of
+    ``models/`` that the rest of the package imports (checks, say), and the model's own:
+    its module (found through the registry's imports), what that imports within
+    ``models/``, and the yaml of the classes defined there or named in them. A RecBole
+    model (or None) gets no plugin model's files. So editing one model's module leaves
+    the other models' results current, while a change to shared code (the diffusion
+    core, the trainer, the registry) still reaches all of them."""
+    names = set(sources)
+    imports = {
+        p: package_imports(p, sources[p], names) for p in names if p.endswith(".py")
+    }
+
+    def in_models(path: str) -> bool:
+        return path.startswith(MODELS_DIR) and not path.endswith("/__init__.py")
+
+    def within_models(starts: Iterable[str]) -> Set[str]:
+        seen, todo = set(), [p for p in starts if in_models(p)]
+        while todo:
+            path = todo.pop()
+            if path not in seen:
+                seen.add(path)
+                todo.extend(p for p in imports.get(path, ()) if in_models(p))
+        return seen
+
+    outside = [
+        p for p in names if not in_models(p) and not p.startswith(MODEL_YAML_DIR)
+    ]
+    shared = within_models(
+        q
+        for p in outside
+        if p.endswith(".py") and p != MODEL_REGISTRY
+        for q in imports[p]
+    )
+    own: Set[str] = set()
+    if model and MODEL_REGISTRY in names:
+        for node in ast.walk(ast.parse(sources[MODEL_REGISTRY])):
+            if isinstance(node, ast.ImportFrom) and model in (
+                a.asname or a.name for a in node.names
+            ):
+                line = ast.unparse(node).encode()  # "from .models.x import Model"
+                own = within_models(package_imports(MODEL_REGISTRY, line, names))
+    yaml_names = set()
+    for path in own:
+        tree = ast.parse(sources[path])
+        yaml_names.update(
+            f"{n.name}.yaml" for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
+        )
+        yaml_names.update(
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        )
+    yaml = {p for p in names if p.startswith(MODEL_YAML_DIR)} & {
+        MODEL_YAML_DIR + y for y in yaml_names
+    }
+    return sorted(set(outside) | shared | own | yaml, key=Path)
+
+
 def digest(named: Iterable[Tuple[str, bytes]], texts: Iterable[str] = ()) -> str:
     """The hash of files given as (path relative to the root, content), then texts."""
     sha = hashlib.sha1()
@@ -78,14 +182,28 @@ def code_hash(files: Iterable[Path], texts: Iterable[str] = ()) -> str:
     return digest(((os.path.relpath(p, ROOT), p.read_bytes()) for p in files), texts)
 
 
+def worker_source(worker: Callable) -> str:
+    """The worker's module down to its report marker (a line ``# ---- report``)."""
+    source = inspect.getsource(sys.modules[worker.__module__])
+    return REPORT_MARKER.split(source, maxsplit=1)[0]
+
+
 def worker_code_hash(worker: Callable) -> str:
     """The code a section's runs depend on: ``recbole_diffrec`` (sources and yaml), the
-    workers' shared helpers, and the worker's module down to its report marker (a line
-    ``# ---- report``): editing how a section is reported must not mark its results stale,
-    and everything above the marker may feed the runs, so it counts."""
-    source = inspect.getsource(sys.modules[worker.__module__])
-    source = REPORT_MARKER.split(source, maxsplit=1)[0]
-    return code_hash([*package_files(), *SHARED_WORKER_CODE], [source])
+    workers' shared helpers, and the worker's module down to its report marker: editing
+    how a section is reported must not mark its results stale, and everything above the
+    marker may feed the runs, so it counts."""
+    return code_hash([*package_files(), *SHARED_WORKER_CODE], [worker_source(worker)])
+
+
+def model_code_hash(worker: Callable, model: Optional[str]) -> str:
+    """As :func:`worker_code_hash`, with only the part of the package that
+    :func:`model_scoped_files` gives for ``model`` (for sections whose every job names
+    the one model it runs)."""
+    sources = {os.path.relpath(p, ROOT): p.read_bytes() for p in package_files()}
+    files = [ROOT / p for p in model_scoped_files(sources, model)]
+    texts = [worker_source(worker), MODEL_SCOPED]
+    return code_hash([*files, *SHARED_WORKER_CODE], texts)
 
 
 # ---------------------------------------------------------------------------- cache keys
@@ -162,7 +280,9 @@ class Runner:
     ) -> None:
         self.spec, self.options, self.sections = spec, options, sections
         self._code: Dict[str, str] = dict(code_versions or {})
-        self.shown: Dict[Path, str] = {}  # results read for the report -> code version
+        self._scoped: Dict[Tuple[str, Optional[str]], str] = {}
+        # Results read for the report -> (their code version, this checkout's for them).
+        self.shown: Dict[Path, Tuple[str, str]] = {}
 
     @property
     def results_dir(self) -> Path:
@@ -176,17 +296,23 @@ class Runner:
             replace(self.options, cached_only=True, refresh_stale=False),
             self.sections,
         )
-        view._code, view.shown = self._code, self.shown
+        view._code, view._scoped, view.shown = self._code, self._scoped, self.shown
         return view
 
-    def code_version(self, section: str) -> str:
-        if section not in self._code:
-            self._code[section] = self.sections[section].code_hash()
-        return self._code[section]
+    def code_version(self, job: Dict[str, Any]) -> str:
+        """The hash of the code ``job``'s run depends on: its section's worker code and
+        the package as seen by the job's ``model`` (runner.model_scoped_files)."""
+        section = job["section"]
+        if section in self._code:
+            return self._code[section]
+        key = (section, job.get("model"))
+        if key not in self._scoped:
+            self._scoped[key] = self.sections[section].code_hash(job.get("model"))
+        return self._scoped[key]
 
     def result_path(self, job: Dict[str, Any]) -> Path:
         """Where this checkout's result of ``job`` goes."""
-        code = self.code_version(job["section"])
+        code = self.code_version(job)
         return self.results_dir / job["section"] / f"{cache_key(job, code)}.json"
 
     def versions(self, job: Dict[str, Any]) -> List[Path]:
@@ -212,7 +338,7 @@ class Runner:
     def read(self, job: Dict[str, Any]) -> Dict[str, Any]:
         path = self.versions(job)[0]
         result = json.loads(path.read_text())
-        self.shown[path] = result.get("code_hash", UNKNOWN)
+        self.shown[path] = (result.get("code_hash", UNKNOWN), self.code_version(job))
         return result
 
     def stale_mark(self, jobs: Iterable[Dict[str, Any]]) -> str:
@@ -257,7 +383,7 @@ class Runner:
 
     def run_job(self, job: Dict[str, Any]) -> None:
         """Run one job; its result replaces the job's results from other code."""
-        code = self.code_version(job["section"])  # the code this run starts with
+        code = self.code_version(job)  # the code this run starts with
         result = self.sections[job["section"]].worker(self, job)
         path = self.result_path(job)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -324,7 +450,7 @@ class Runner:
         name = f"{witness['name']} ({witness.get('seed', '')})"
         if not self.cached(witness):
             return f"{name}: nothing to revalidate (not run yet)"
-        code = self.code_version(witness["section"])
+        code = self.code_version(witness)
         path = self.result_path(witness)
         if self.stale(witness):
             old_path = self.versions(witness)[0]
@@ -386,7 +512,7 @@ class Runner:
         """Step 2 of :meth:`revalidate` for one old code version."""
         import tempfile
 
-        code = self.code_version(witness["section"])
+        code = self.code_version(witness)
         head = f"{name}: code {old_code}"
         if stored is not None:
             head += f" (the stored result differs from this code's rerun: {stored})"
@@ -447,7 +573,7 @@ class Runner:
             result = json.loads(found[0].read_text())
             if result.get("code_hash") != old_code:
                 continue
-            result["code_hash"] = code
+            result["code_hash"] = self.code_version(job)
             result["revalidated"] = [*result.get("revalidated", []), record]
             target = self.result_path(job)
             for file in companions(found[0]):

@@ -33,16 +33,34 @@ needs_git = pytest.mark.skipif(
 
 
 @needs_git
-@pytest.mark.parametrize("section", ["tuned", "accuracy"])
-def test_the_code_hash_from_git_is_the_suites_own(section):
+@pytest.mark.parametrize(
+    "section, model",
+    [("tuned", "GFCF"), ("tuned", "EASE"), ("tuned", "TDiffRec"), ("accuracy", None)],
+)
+def test_the_code_hash_from_git_is_the_suites_own(section, model):
     worker = module_file(section)
     if git("status", "--porcelain", "--", *oldcode.hashed_paths(worker)):
         pytest.skip("the hashed files have uncommitted changes")
-    current = registry()[section].code_hash()
-    assert oldcode.hash_at("HEAD", worker) == current
-    commit = oldcode.commit_for(current, worker)
-    assert commit is not None and oldcode.hash_at(commit, worker) == current
-    assert oldcode.commit_for("000000000000", worker, limit=3) is None
+    by_model = registry()[section].hash_by_model
+    assert by_model == (section == "tuned")
+    current = registry()[section].code_hash(model)
+    assert oldcode.hash_at("HEAD", worker, model=model, by_model=by_model) == current
+    commit = oldcode.commit_for(current, worker, model=model)
+    assert commit is not None
+    assert oldcode.hash_at(commit, worker, model=model, by_model=by_model) == current
+    assert oldcode.commit_for("000000000000", worker, limit=3, model=model) is None
+
+
+@needs_git
+def test_a_commit_is_found_by_its_whole_package_hash_too():
+    # Results written before the tuned section was hashed by model record the whole
+    # package's hash; --revalidate must still find their commit.
+    worker = module_file("tuned")
+    head = git("rev-parse", "HEAD")
+    whole = oldcode.hash_at(head, worker)
+    assert whole != oldcode.hash_at(head, worker, model="GFCF", by_model=True)
+    found = oldcode.commit_for(whole, worker, model="GFCF")
+    assert found is not None and oldcode.hash_at(found, worker) == whole
 
 
 @needs_git
@@ -53,7 +71,10 @@ def test_a_job_reruns_with_the_code_of_a_commit_in_a_throwaway_worktree(tmp_path
     job.update(common={"show_progress": False}, per_user_metric="ndcg@20", seed=2020)
     before = git("worktree", "list")
     path, result = oldcode.rerun_at("HEAD", job, tmp_path, quick=True)
-    assert result["code_hash"] == oldcode.hash_at("HEAD", module_file("tuned"))
+    tuned = module_file("tuned")
+    assert result["code_hash"] == oldcode.hash_at(
+        "HEAD", tuned, model="EASE", by_model=True
+    )
     assert path.parent == tmp_path / "tuned" and result["job"] == job
     assert 0 < result["test"]["ndcg@20"] <= 1
     assert path.with_suffix(".users.npz").is_file()  # its per-user scores beside it

@@ -21,6 +21,7 @@ from benchmarks.runner import (  # noqa: E402
     cache_key,
     claim,
     job_stem,
+    model_scoped_files,
     worker_code_hash,
 )
 from benchmarks.sections import Section, registry  # noqa: E402
@@ -143,6 +144,110 @@ def test_the_code_hash_follows_the_worker_code_not_the_report_code(tmp_path):
             sys.modules.pop(name, None)
     # the module name is not hashed, only its source and the plugin's
     assert hashes[0] != hashes[1] and hashes[0] == hashes[2]
+
+
+# A package shaped like recbole_diffrec: a registry importing two model modules that
+# share a base, one with a helper of its own, and a trainer that imports the checks.
+FAKE_PACKAGE = {
+    "recbole_diffrec/__init__.py": b"from .registry import get_model\n",
+    "recbole_diffrec/registry.py": b"from .models.alpha import Alpha, AlphaPlus\n"
+    b"from .models.beta import Beta as B\n",
+    "recbole_diffrec/trainer.py": b"from .models.checks import RULES\n"
+    b"def f():\n    from .core import step\n",
+    "recbole_diffrec/core/__init__.py": b"",
+    "recbole_diffrec/core/step.py": b"import torch\n",
+    "recbole_diffrec/models/__init__.py": b"",
+    "recbole_diffrec/models/checks.py": b"RULES = ()\n",
+    "recbole_diffrec/models/base.py": b"from .checks import RULES\n",
+    "recbole_diffrec/models/helper.py": b"X = 1\n",
+    "recbole_diffrec/models/alpha.py": b"from . import base\nfrom .helper import X\n"
+    b"class Alpha: config_files = ('Alpha.yaml', 'Common.yaml')\n"
+    b"class AlphaPlus(Alpha): pass\n",
+    "recbole_diffrec/models/beta.py": b"from .base import RULES\nclass Beta: pass\n",
+    "recbole_diffrec/properties/overall.yaml": b"a: 1\n",
+    "recbole_diffrec/properties/model/Alpha.yaml": b"b: 1\n",
+    "recbole_diffrec/properties/model/AlphaPlus.yaml": b"b: 2\n",
+    "recbole_diffrec/properties/model/Common.yaml": b"c: 1\n",
+    "recbole_diffrec/properties/model/Beta.yaml": b"d: 1\n",
+}
+
+
+def short(paths):
+    return {p[len("recbole_diffrec/") :] for p in paths}
+
+
+def test_a_models_code_hash_covers_its_own_files_and_the_shared_ones_only():
+    shared = {
+        "__init__.py",
+        "registry.py",
+        "trainer.py",
+        "core/__init__.py",
+        "core/step.py",  # imported inside a function: still counted
+        "models/__init__.py",
+        "models/checks.py",  # imported by the trainer: shared by every model
+        "properties/overall.yaml",
+    }
+    alpha = {
+        "models/alpha.py",
+        "models/base.py",
+        "models/helper.py",
+        "properties/model/Alpha.yaml",
+        "properties/model/AlphaPlus.yaml",  # a class defined in its module
+        "properties/model/Common.yaml",  # a yaml its module names
+    }
+    beta = {"models/beta.py", "models/base.py", "properties/model/Beta.yaml"}
+    assert short(model_scoped_files(FAKE_PACKAGE, "Alpha")) == shared | alpha
+    assert short(model_scoped_files(FAKE_PACKAGE, "AlphaPlus")) == shared | alpha
+    assert short(model_scoped_files(FAKE_PACKAGE, "B")) == shared | beta  # as named
+    assert short(model_scoped_files(FAKE_PACKAGE, "EASE")) == shared  # not a plugin's
+    assert short(model_scoped_files(FAKE_PACKAGE, None)) == shared
+    assert model_scoped_files(FAKE_PACKAGE, "Alpha") == sorted(
+        model_scoped_files(FAKE_PACKAGE, "Alpha"), key=Path
+    )
+
+
+def test_the_real_packages_model_scopes():
+    from benchmarks.runner import ROOT as root, package_files
+
+    sources = {os.path.relpath(p, root): p.read_bytes() for p in package_files()}
+    models = "recbole_diffrec/models/"
+    scoped = {
+        m: set(model_scoped_files(sources, m))
+        for m in ("EASE", "DiffRec", "TDiffRec", "GFCF", "DiffuRec")
+    }
+    assert models + "checks.py" in scoped["EASE"]
+    assert not {models + f for f in ("base.py", "diffrec.py", "graph_filters.py")} & (
+        scoped["EASE"]
+    )
+    assert models + "diffrec.py" in scoped["DiffRec"]
+    assert models + "graph_filters.py" not in scoped["DiffRec"]
+    assert models + "graph_filters.py" in scoped["GFCF"]
+    assert models + "diffrec.py" not in scoped["GFCF"]
+    assert models + "sequential.py" in scoped["DiffuRec"]
+    # T-DiffRec is DiffRec and L-DiffRec's subclass module: their files and yaml count.
+    assert {models + "diffrec.py", models + "ldiffrec.py"} <= scoped["TDiffRec"]
+    assert {
+        f"recbole_diffrec/properties/model/{n}.yaml"
+        for n in ("DiffRec", "LDiffRec", "TDiffRec")
+    } <= scoped["TDiffRec"]
+    # The diffusion core and the trainer reach every model.
+    for files in scoped.values():
+        assert {"recbole_diffrec/trainer.py", "recbole_diffrec/registry.py"} <= files
+        assert "recbole_diffrec/diffusion/gaussian_diffusion.py" in files
+    assert len({len(f) for f in scoped.values()}) > 1
+
+
+def test_the_tuned_sections_results_are_keyed_by_their_models_code():
+    sections = registry()
+    tuned, accuracy = sections["tuned"], sections["accuracy"]
+    assert tuned.code_hash("GFCF") != tuned.code_hash("DiffRec")
+    assert tuned.code_hash("EASE") == tuned.code_hash("ItemKNN")  # RecBole's: shared
+    assert accuracy.code_hash("GFCF") == accuracy.code_hash("DiffRec")  # whole package
+    runner = Runner({"quick": True}, Options(quick=True), sections)
+    gfcf = {"section": "tuned", "name": "d-GFCF", "model": "GFCF", "seed": 1}
+    ease = {"section": "tuned", "name": "d-EASE", "model": "EASE", "seed": 1}
+    assert runner.result_path(gfcf).stem.endswith(tuned.code_hash("GFCF"))
+    assert runner.result_path(ease).stem.endswith(tuned.code_hash("EASE"))
 
 
 def test_results_of_older_code_are_read_marked_stale_and_rerun_only_on_request(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ..runner import Runner, worker_code_hash
+from ..runner import Runner, model_code_hash, worker_code_hash
 
 Job = Dict[str, Any]
 
@@ -39,6 +39,10 @@ class Section:
       finding its result unchanged (``differ(old_json, new_json)`` returns None, or a
       line saying what differs) carries the ``vouched`` results forward
       (``Runner.revalidate``). Sections without it are never carried forward.
+    - ``hash_by_model``: every job names the one model it runs (``job["model"]``), and
+      its code hash covers only the part of the package that model uses
+      (``runner.model_scoped_files``): editing one model leaves the others' results
+      current and their searches running. Otherwise the whole package counts.
     """
 
     name: str
@@ -51,10 +55,16 @@ class Section:
     spec_file: Optional[Path] = None
     witnesses: Optional[Callable[[Any], List[Tuple[Job, List[Job]]]]] = None
     differ: Optional[Callable[[Path, Path], Optional[str]]] = None
+    hash_by_model: bool = False
 
-    def code_hash(self) -> Optional[str]:
-        """The hash of the code this section's runs depend on (see runner)."""
-        return None if self.worker is None else worker_code_hash(self.worker)
+    def code_hash(self, model: Optional[str] = None) -> Optional[str]:
+        """The hash of the code this section's runs (of ``model``, for a section hashed
+        by model) depend on (see runner)."""
+        if self.worker is None:
+            return None
+        if self.hash_by_model:
+            return model_code_hash(self.worker, model)
+        return worker_code_hash(self.worker)
 
 
 def registry() -> Dict[str, Section]:

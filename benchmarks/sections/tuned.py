@@ -155,7 +155,7 @@ def search_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
         "num_samples": job["trials"],
         # The code version too: a search rerun for new code must not resume the trials
         # an older version finished.
-        "name": f"{job['name']}-{job_digest(job)}-{runner.code_version('tuned')}",
+        "name": f"{job['name']}-{job_digest(job)}-{runner.code_version(job)}",
         "tune_dir": str(runner.results_dir / "tuned" / "tune"),
     }
     start = time.perf_counter()
@@ -309,4 +309,5 @@ SECTION = Section(
     spec_file=SPEC_FILE,
     witnesses=witnesses,
     differ=differ,
+    hash_by_model=True,
 )
