@@ -305,6 +305,13 @@ class Runner:
         section = job["section"]
         if section in self._code:
             return self._code[section]
+        if getattr(self.sections[section], "hash_by_model", False) and not job.get(
+            "model"
+        ):
+            raise ValueError(
+                f"{section} job {job.get('name')!r} names no model; a section hashed "
+                "by model needs job['model'] on every job"
+            )
         key = (section, job.get("model"))
         if key not in self._scoped:
             self._scoped[key] = self.sections[section].code_hash(job.get("model"))

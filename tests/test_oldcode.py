@@ -35,14 +35,14 @@ needs_git = pytest.mark.skipif(
 @needs_git
 @pytest.mark.parametrize(
     "section, model",
-    [("tuned", "GFCF"), ("tuned", "EASE"), ("tuned", "TDiffRec"), ("accuracy", None)],
+    [("tuned", "GFCF"), ("tuned", "EASE"), ("tuned", "TDiffRec"), ("scale", None)],
 )
 def test_the_code_hash_from_git_is_the_suites_own(section, model):
     worker = module_file(section)
     if git("status", "--porcelain", "--", *oldcode.hashed_paths(worker)):
         pytest.skip("the hashed files have uncommitted changes")
     by_model = registry()[section].hash_by_model
-    assert by_model == (section == "tuned")
+    assert by_model == (section != "scale")
     current = registry()[section].code_hash(model)
     assert oldcode.hash_at("HEAD", worker, model=model, by_model=by_model) == current
     commit = oldcode.commit_for(current, worker, model=model)

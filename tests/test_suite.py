@@ -239,15 +239,23 @@ def test_the_real_packages_model_scopes():
 
 def test_the_tuned_sections_results_are_keyed_by_their_models_code():
     sections = registry()
-    tuned, accuracy = sections["tuned"], sections["accuracy"]
+    tuned, scale = sections["tuned"], sections["scale"]
     assert tuned.code_hash("GFCF") != tuned.code_hash("DiffRec")
     assert tuned.code_hash("EASE") == tuned.code_hash("ItemKNN")  # RecBole's: shared
-    assert accuracy.code_hash("GFCF") == accuracy.code_hash("DiffRec")  # whole package
+    assert scale.code_hash("GFCF") == scale.code_hash("DiffRec")  # whole package
+    assert {n for n, s in sections.items() if s.hash_by_model} == {
+        "tuned",
+        "accuracy",
+        "stopping",
+        "sequential",
+    }
     runner = Runner({"quick": True}, Options(quick=True), sections)
     gfcf = {"section": "tuned", "name": "d-GFCF", "model": "GFCF", "seed": 1}
     ease = {"section": "tuned", "name": "d-EASE", "model": "EASE", "seed": 1}
     assert runner.result_path(gfcf).stem.endswith(tuned.code_hash("GFCF"))
     assert runner.result_path(ease).stem.endswith(tuned.code_hash("EASE"))
+    with pytest.raises(ValueError, match="names no model"):
+        runner.result_path({"section": "tuned", "name": "d-x", "seed": 1})
 
 
 def test_results_of_older_code_are_read_marked_stale_and_rerun_only_on_request(

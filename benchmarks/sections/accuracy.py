@@ -238,5 +238,11 @@ def render(runner: Runner, acc: Dict[str, Any], figures: Path) -> str:
 
 
 SECTION = Section(
-    name="accuracy", order=10, jobs=jobs, render=render, worker=worker, quick=quick
+    name="accuracy",
+    order=10,
+    jobs=jobs,
+    render=render,
+    worker=worker,
+    quick=quick,
+    hash_by_model=True,
 )

@@ -226,4 +226,5 @@ SECTION = Section(
     worker=worker,
     quick=quick,
     spec_file=SPEC_FILE,
+    hash_by_model=True,
 )

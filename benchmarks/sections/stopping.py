@@ -214,4 +214,5 @@ SECTION = Section(
     render=render,
     worker=worker,
     needs=("accuracy",),
+    hash_by_model=True,
 )
