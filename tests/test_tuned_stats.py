@@ -168,3 +168,42 @@ def test_tuned_revalidation_compares_metrics_and_every_users_score(tmp_path):
         "reruns": {("d", "M"): "rerun"},
     }
     assert witnesses(listed) == [("s1", ["search", "s2", "s3", "rerun"])]
+
+
+def test_a_pending_models_progress_is_read_from_the_results_and_tune_folder(tmp_path):
+    from benchmarks.runner import Options, Runner, job_digest
+    from benchmarks.sections import registry
+
+    runner = Runner(
+        {"quick": True},
+        Options(results=tmp_path),
+        registry(),
+        code_versions={"tuned": "new"},
+    )
+    base = {"section": "tuned", "dataset": "d", "model": "M", "name": "d-M"}
+    search = {**base, "phase": "search", "trials": 16}
+    seeds = [{**base, "phase": "seed", "seed": s} for s in (1, 2, 3, 4, 5)]
+    listed = {"searches": {("d", "M"): search}, "seeds": {("d", "M"): seeds}}
+    assert tuned_report.progress(runner, listed, ("d", "M")) == ""  # nothing yet
+    assert tuned_report.progress(runner, listed, ("d", "X")) == ""
+
+    # A search under way, in the Tune folder of older code: Ray 2.6's state format.
+    folder = tmp_path / "tuned" / "tune" / f"d-M-{job_digest(search)}-old"
+    folder.mkdir(parents=True)
+    statuses = ["TERMINATED"] * 5 + ["ERROR", "RUNNING", "RUNNING"] + ["PENDING"] * 8
+    state = {"checkpoints": [json.dumps({"status": s}) for s in statuses]}
+    (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+    # an older state of the same search is ignored
+    (folder / "experiment_state-2025-01-01_00-00-00.json").write_text("{}")
+    assert tuned_report.progress(runner, listed, ("d", "M")) == (
+        " (search: 6 of 16 trials done)"
+    )
+
+    # The search finished: its seeds are counted.
+    for job in [search, *seeds[:2]]:
+        path = runner.result_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"job": job, "code_hash": "new"}))
+    assert tuned_report.progress(runner, listed, ("d", "M")) == (
+        " (search done; seeds: 2 of 5 done)"
+    )

@@ -9,13 +9,14 @@ Report code only: not part of any result's code hash.
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..report import save_figure
-from ..runner import ROOT, Runner
+from ..runner import ROOT, Runner, job_digest
 from ..stats import align_users, holm, mean_ci, paired_pvalue
 from .accuracy import METRICS
 
@@ -102,6 +103,32 @@ def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
             + "."
         )
     return text + "\n"
+
+
+def progress(runner: Runner, listed: Dict[str, Any], key: Tuple[str, str]) -> str:
+    """How far a pending model has got, as text to put after its name: its seeds done
+    once its search is, or the trials done of a search under way in this machine's Tune
+    folder (of any code version: the folder's name ends with it); empty when neither.
+    The Tune folders are not committed, so a report built elsewhere shows less."""
+    search = listed["searches"].get(key)
+    if search is None:
+        return ""
+    if runner.cached(search):
+        seeds = listed["seeds"].get(key, [])
+        done = sum(runner.cached(j) for j in seeds)
+        return f" (search done; seeds: {done} of {len(seeds)} done)"
+    from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
+
+    stem = f"{search['name']}-{job_digest(search)}-"
+    folders = sorted(
+        (runner.results_dir / "tuned" / "tune").glob(glob.escape(stem) + "*"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not folders:
+        return ""
+    trials = experiment_state_trials(latest_experiment_state(folders[-1]))
+    done = sum(t.get("status") in ("TERMINATED", "ERROR") for t in trials)
+    return f" (search: {done} of {search['trials']} trials done)"
 
 
 def per_user_mean(
@@ -350,8 +377,9 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
                 )
             parts.append("\n" + text + "\n")
         if missing:
+            named = [m + progress(runner, listed, (dataset, m)) for m in missing]
             parts.append(
-                f"\nPending on {dataset}: {', '.join(missing)} "
+                f"\nPending on {dataset}: {', '.join(named)} "
                 "(`python -m benchmarks.suite --sections tuned` runs them; what they "
                 "cost on this CPU: [compute_plan.md](compute_plan.md)).\n"
             )
