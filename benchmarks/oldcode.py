@@ -29,14 +29,12 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .runner import (
-    MODEL_SCOPED,
     PACKAGE,
     REPORT_MARKER,
     ROOT,
     SHARED_WORKER_CODE,
-    digest,
     job_stem,
-    model_scoped_files,
+    parts_hash,
 )
 
 
@@ -64,12 +62,7 @@ class Snapshot:
     def code_hash(self, model: Optional[str] = None, by_model: bool = False) -> str:
         """``runner.worker_code_hash`` (the whole package), or with ``by_model``
         ``runner.model_code_hash`` for ``model``."""
-        if by_model:
-            kept = model_scoped_files(self.package, model)
-            texts = [self.worker_text, MODEL_SCOPED]
-        else:
-            kept, texts = sorted(self.package, key=Path), [self.worker_text]
-        return digest([(p, self.package[p]) for p in kept] + self.shared, texts)
+        return parts_hash(self.package, self.shared, self.worker_text, model, by_model)
 
 
 def snapshot(rev: str, worker_file: Path, root: Path = ROOT) -> Snapshot:

@@ -178,8 +178,31 @@ def digest(named: Iterable[Tuple[str, bytes]], texts: Iterable[str] = ()) -> str
     return sha.hexdigest()[:12]
 
 
-def code_hash(files: Iterable[Path], texts: Iterable[str] = ()) -> str:
-    return digest(((os.path.relpath(p, ROOT), p.read_bytes()) for p in files), texts)
+def parts_hash(
+    package: Mapping[str, bytes],
+    shared: Iterable[Tuple[str, bytes]],
+    worker_text: str,
+    model: Optional[str] = None,
+    by_model: bool = False,
+) -> str:
+    """A code hash from its parts (root-relative path -> content for the package, the
+    workers' shared helpers, the worker's module above its report marker): over the
+    whole package, or with ``by_model`` over what :func:`model_scoped_files` gives for
+    ``model``. The suite hashes the checkout with it, ``benchmarks.oldcode`` a commit.
+    """
+    if by_model:
+        kept, texts = model_scoped_files(package, model), [worker_text, MODEL_SCOPED]
+    else:
+        kept, texts = sorted(package, key=Path), [worker_text]
+    return digest([*((p, package[p]) for p in kept), *shared], texts)
+
+
+def checkout_parts() -> Tuple[Dict[str, bytes], List[Tuple[str, bytes]]]:
+    """This checkout's package sources and shared worker helpers, as ``parts_hash``
+    takes them."""
+    package = {os.path.relpath(p, ROOT): p.read_bytes() for p in package_files()}
+    shared = [(os.path.relpath(p, ROOT), p.read_bytes()) for p in SHARED_WORKER_CODE]
+    return package, shared
 
 
 def worker_source(worker: Callable) -> str:
@@ -193,17 +216,14 @@ def worker_code_hash(worker: Callable) -> str:
     workers' shared helpers, and the worker's module down to its report marker: editing
     how a section is reported must not mark its results stale, and everything above the
     marker may feed the runs, so it counts."""
-    return code_hash([*package_files(), *SHARED_WORKER_CODE], [worker_source(worker)])
+    return parts_hash(*checkout_parts(), worker_source(worker))
 
 
 def model_code_hash(worker: Callable, model: Optional[str]) -> str:
     """As :func:`worker_code_hash`, with only the part of the package that
     :func:`model_scoped_files` gives for ``model`` (for sections whose every job names
     the one model it runs)."""
-    sources = {os.path.relpath(p, ROOT): p.read_bytes() for p in package_files()}
-    files = [ROOT / p for p in model_scoped_files(sources, model)]
-    texts = [worker_source(worker), MODEL_SCOPED]
-    return code_hash([*files, *SHARED_WORKER_CODE], texts)
+    return parts_hash(*checkout_parts(), worker_source(worker), model, by_model=True)
 
 
 # ---------------------------------------------------------------------------- cache keys
