@@ -14,10 +14,16 @@ gives what the new code gives. This module answers it from git alone:
 - :func:`rerun_at` runs one job with that commit's suite and package in a temporary git
   worktree beside this checkout (so the dataset yaml's relative paths, ``../shared`` and
   ``dataset/``, point where they do here) and returns its result file.
+
+The same worktree run finishes a long job that older code started and a code change
+interrupted (a Tune search with trials done, :func:`older_code_runner`): the suite
+resumes it with the code that started it rather than losing its trials.
 """
 
 from __future__ import annotations
 
+import glob
+import inspect
 import json
 import os
 import shutil
@@ -26,13 +32,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .runner import (
     PACKAGE,
     REPORT_MARKER,
     ROOT,
     SHARED_WORKER_CODE,
+    Unfinished,
     job_stem,
     parts_hash,
 )
@@ -127,39 +134,87 @@ def rerun_at(
     results: Path,
     root: Path = ROOT,
     quick: bool = False,
+    log: Optional[Path] = None,
+    prepare: Optional[Callable[[Path], None]] = None,
 ) -> Tuple[Path, Dict[str, Any]]:
     """Run ``job`` with the suite and package of ``commit`` (a worker process of that
     checkout, as the suite runs every job; with ``quick``, the suite's ``--quick`` spec)
-    writing into ``results``; returns the result file and its data. Raises RuntimeError
-    when the run fails."""
+    writing into ``results``; returns the result file and its data. The worker's stderr
+    goes to ``log`` when given (a long run's), else is kept for the error message;
+    ``prepare(worktree)`` runs first when given. Raises RuntimeError when the run
+    fails."""
     worktree = Path(
         tempfile.mkdtemp(prefix=f".{root.name}-at-{commit[:10]}-", dir=root.parent)
     )
     worktree.rmdir()  # git worktree add wants to create it
     git(root, "worktree", "add", "--detach", str(worktree), commit)
+    folder = results / job["section"]
+    pattern = f"{glob.escape(job_stem(job))}-*.json"
     try:
         converted = root / "dataset"
         if converted.is_dir():  # the same atomic files as this checkout's runs read
             (worktree / "dataset").symlink_to(converted)
         # The suite makes a job's folder before its worker runs (companions go there).
-        (results / job["section"]).mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        if prepare is not None:
+            prepare(worktree)
+        before = {p: p.stat().st_mtime_ns for p in folder.glob(pattern)}
         env = {**os.environ, "PYTHONPATH": str(worktree)}
         command = [sys.executable, "-m", "benchmarks.suite", "--job", json.dumps(job)]
         command += ["--results", str(results)] + (["--quick"] if quick else [])
-        proc = subprocess.run(
-            command, cwd=worktree, env=env, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"the rerun with commit {commit[:10]} failed: {proc.stderr[-2000:]}"
+        with open(log, "w") if log else tempfile.TemporaryFile("w+") as err:
+            proc = subprocess.run(
+                command, cwd=worktree, env=env, stdout=subprocess.DEVNULL, stderr=err
             )
+            if proc.returncode != 0:
+                if log:
+                    raise RuntimeError(
+                        f"the run with commit {commit[:10]} failed; see {log}"
+                    )
+                err.seek(0)
+                raise RuntimeError(
+                    f"the rerun with commit {commit[:10]} failed: {err.read()[-2000:]}"
+                )
     finally:
         git(root, "worktree", "remove", "--force", str(worktree))
         shutil.rmtree(worktree, ignore_errors=True)
-    found = sorted((results / job["section"]).glob(f"{job_stem(job)}-*.json"))
+    # What this run wrote: other code versions' results of the job may sit beside it.
+    found = [p for p in folder.glob(pattern) if before.get(p) != p.stat().st_mtime_ns]
     if len(found) != 1:
         raise RuntimeError(f"the rerun with commit {commit[:10]} wrote {found}")
     return found[0], json.loads(found[0].read_text())
+
+
+def section_file(section: Any) -> Path:
+    """The module of a section's worker (its code hash's section part)."""
+    return Path(inspect.getsourcefile(section.worker))
+
+
+def older_code_runner(
+    sections: Mapping[str, Any], results: Path, root: Path = ROOT, quick: bool = False
+) -> Callable[[Dict[str, Any], Unfinished, Path], Optional[str]]:
+    """For ``Runner.older_code``: a function ``(job, unfinished, log) -> commit`` that
+    finishes ``job``'s interrupted run with the commit whose code started it, in a
+    worktree writing into ``results`` (the run first moved to the worktree's paths), or
+    returns None when this clone has no such commit. Raises RuntimeError when the run
+    fails or the commit turns out to run other code."""
+
+    def finish(job: Dict[str, Any], unfinished: Unfinished, log: Path) -> Optional[str]:
+        worker_file = section_file(sections[job["section"]])
+        commit = commit_for(unfinished.code, worker_file, root, model=job.get("model"))
+        if commit is None:
+            return None
+        _, result = rerun_at(
+            commit, job, results, root, quick, log=log, prepare=unfinished.move_to
+        )
+        if result.get("code_hash") != unfinished.code:
+            raise RuntimeError(
+                f"commit {commit[:10]} ran with code {result.get('code_hash')}, "
+                f"not {unfinished.code}"
+            )
+        return commit
+
+    return finish
 
 
 Reference = Callable[[str, Dict[str, Any], Path], Tuple[Optional[Path], str]]

@@ -47,6 +47,18 @@ REPORT_MARKER = re.compile(r"(?m)^# -+ report\b.*$")
 
 
 @dataclass(frozen=True)
+class Unfinished:
+    """A run of a job that older code started and that was interrupted (a code change
+    came before it ended): a section's ``unfinished`` finds it, ``Runner.finish_older``
+    finishes it with that code."""
+
+    code: str  # the code version that started it
+    # Readies it to resume from another checkout of that code (a git worktree, at the
+    # path given), where it recorded the paths of the checkout that started it.
+    move_to: Optional[Callable[[Path], None]] = None
+
+
+@dataclass(frozen=True)
 class Options:
     """How a suite process runs; passed explicitly, never kept in module state."""
 
@@ -301,6 +313,11 @@ class Runner:
         self.spec, self.options, self.sections = spec, options, sections
         self._code: Dict[str, str] = dict(code_versions or {})
         self._scoped: Dict[Tuple[str, Optional[str]], str] = {}
+        # (job, its unfinished run, log file) -> the commit that finished it with the
+        # run's code, or None when no commit has that code (finish_older).
+        self.older_code: Optional[
+            Callable[[Dict[str, Any], Unfinished, Path], Optional[str]]
+        ] = None
         # Results read for the report -> (their code version, this checkout's for them).
         self.shown: Dict[Path, Tuple[str, str]] = {}
 
@@ -400,13 +417,62 @@ class Runner:
                     f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
                 )
                 try:
-                    if self.options.quick:
-                        self.run_in_process(job)
-                    else:
-                        self.run_in_worker(job, path)
+                    if not self.finish_older(job):
+                        if self.options.quick:
+                            self.run_in_process(job)
+                        else:
+                            self.run_in_worker(job, path)
                 finally:
                     lock.unlink(missing_ok=True)
                 bar.update(1)
+
+    def finish_older(self, job: Dict[str, Any]) -> bool:
+        """When older code started ``job`` and was interrupted (its section's
+        ``unfinished`` finds that run: a Tune search with trials done), finish it with
+        that code (``self.older_code``, set by the suite: ``benchmarks.oldcode`` runs it
+        from a git worktree of the code's commit), so that a code change loses none of
+        its trials. Its result is then a stale one, which ``--revalidate`` carries
+        forward once a rerun shows the two codes agree. Returns False, and the job runs
+        with this code, when there is no such run or its commit is not in this clone."""
+        unfinished = getattr(self.sections[job["section"]], "unfinished", None)
+        if unfinished is None or self.older_code is None:
+            return False
+        found = unfinished(self, job)
+        if found is None:
+            return False
+        name = f"{job['name']} ({job.get('phase', job.get('seed', ''))})"
+        old_path = (
+            self.results_dir / job["section"] / f"{cache_key(job, found.code)}.json"
+        )
+        # The lock a suite process running that code itself would take.
+        lock = claim(old_path)
+        if lock is None:
+            print(f"{name}: a suite process of code {found.code} is on it", flush=True)
+            return True
+        print(
+            f"{name}: finishing it with code {found.code}, which started it", flush=True
+        )
+        try:
+            commit = self.older_code(job, found, old_path.with_suffix(".log"))
+        except RuntimeError as err:
+            raise SystemExit(
+                f"{name}: finishing it with code {found.code} failed: {err}"
+            ) from err
+        finally:
+            lock.unlink(missing_ok=True)
+        if commit is None:
+            print(
+                f"{name}: no commit in this clone's history has code {found.code}; "
+                "starting it over with this code",
+                flush=True,
+            )
+            return False
+        print(
+            f"{name}: finished with code {found.code} (commit {commit[:10]}); "
+            "`python -m benchmarks.suite --revalidate` carries it forward",
+            flush=True,
+        )
+        return True
 
     def run_job(self, job: Dict[str, Any]) -> None:
         """Run one job; its result replaces the job's results from other code."""

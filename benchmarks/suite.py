@@ -44,7 +44,7 @@ if __name__ == "__main__" and not __package__:
         "run the suite as a module from the repository root: python -m benchmarks.suite"
     )
 
-from .oldcode import same_machine_reference  # noqa: E402
+from .oldcode import older_code_runner, same_machine_reference  # noqa: E402
 from .report import write_report  # noqa: E402
 from .runner import ROOT, Options, Runner  # noqa: E402
 from .sections import Section, registry  # noqa: E402
@@ -164,6 +164,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         refresh_stale=args.refresh_stale,
     )
     runner = Runner(load_spec(args.quick, sections), options, sections)
+    # A search older code started and a code change interrupted is finished with that
+    # code (in a git worktree of its commit), not started over.
+    runner.older_code = older_code_runner(
+        sections, options.results_dir, quick=args.quick
+    )
     if args.job:  # a worker process started by Runner.run_in_worker
         runner.run_job(json.loads(args.job))
         return

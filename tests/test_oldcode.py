@@ -4,6 +4,7 @@ hash computed from git equals the suite's own, the commit of a hash is found, an
 reruns in a throwaway worktree of that commit."""
 
 import inspect
+import json
 import subprocess
 from pathlib import Path
 
@@ -84,3 +85,45 @@ def test_a_job_reruns_with_the_code_of_a_commit_in_a_throwaway_worktree(tmp_path
 
     with pytest.raises(subprocess.CalledProcessError):
         oldcode.rerun_at("no-such-commit", job, tmp_path)
+
+
+@needs_git
+def test_a_search_older_code_started_is_finished_with_that_code(tmp_path):
+    # The --quick suite's EASE search, run by the committed code (HEAD) in a worktree:
+    # the Tune folder it leaves stands for a search a code change interrupted (its
+    # result file removed), and a suite of other code ("new") finishes it with HEAD's.
+    from benchmarks.runner import Options, Runner
+    from benchmarks.spec import load_spec
+
+    sections = registry()
+    options = Options(quick=True, results=tmp_path)
+    runner = Runner(
+        load_spec(True, sections), options, sections, code_versions={"tuned": "new"}
+    )
+    listed = sections["tuned"].jobs(runner.cached_view(), {})
+    search = listed["searches"][("quick-synth", "EASE")]
+    first, result = oldcode.rerun_at("HEAD", search, tmp_path, quick=True)
+    old_code = result["code_hash"]
+    tune = tmp_path / "tuned" / "tune"
+    folders = sorted(tune.iterdir())
+    assert [f.name.split("-")[-1] for f in folders] == [old_code]
+    trials = {t["trial"] for t in result["trials"]}
+    first.unlink()  # interrupted before its result was written
+    assert not runner.cached(search)
+
+    runner.older_code = oldcode.older_code_runner(sections, tmp_path, quick=True)
+    before = git("worktree", "list")
+    runner.execute([search], "search")
+    assert runner.cached(search) and runner.stale(search)  # for --revalidate
+    finished = runner.read(search)
+    assert finished["code_hash"] == old_code
+    assert sorted(tune.iterdir()) == folders  # resumed: no new search started
+    assert {t["trial"] for t in finished["trials"]} == trials
+    assert finished["best_settings"] == result["best_settings"]
+    # It resumed from a worktree beside this checkout, its manifest moved there.
+    moved = json.loads((folders[0] / "search.json").read_text())["moved"]
+    assert [Path(m["to"]).parent for m in moved] == [ROOT.parent]
+    log = runner.results_dir / "tuned" / f"{first.stem}.log"
+    assert log.is_file()
+    assert not list((tmp_path / "tuned").glob("*.lock"))
+    assert git("worktree", "list") == before

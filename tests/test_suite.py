@@ -18,6 +18,7 @@ from benchmarks.runner import (  # noqa: E402
     STALE_MARK,
     Options,
     Runner,
+    Unfinished,
     cache_key,
     claim,
     job_stem,
@@ -287,6 +288,70 @@ def test_results_of_older_code_are_read_marked_stale_and_rerun_only_on_request(
     assert "All 2 results shown come from this checkout" in report.code_versions_line(
         refresh
     )
+
+
+def test_a_run_older_code_started_is_finished_with_that_code_not_started_over(
+    tmp_path, capsys
+):
+    # A section whose job 1 was started by code "old" and interrupted (a Tune search with
+    # trials done, in the tuned section); job 2 has no such run.
+    started = {1: "old"}
+    resumable = Section(
+        **{
+            **TOY.__dict__,
+            "unfinished": lambda runner, job: (
+                Unfinished(started[job["seed"]]) if job["seed"] in started else None
+            ),
+        }
+    )
+    finished = []
+
+    def older_code(job, unfinished, log):
+        # what benchmarks.oldcode does: run the job with that code's commit, which
+        # writes the job's result under that code
+        old_code = unfinished.code
+        finished.append((job["seed"], old_code, log.name))
+        assert log.with_suffix(".lock").is_file()  # held while it runs
+        path = runner.results_dir / "toy" / f"{cache_key(job, old_code)}.json"
+        path.write_text(json.dumps({"job": job, "code_hash": old_code, "value": 7}))
+        return "0123456789abcdef"
+
+    runner = toy_runner(tmp_path, "new")
+    runner.sections = {"toy": resumable}
+    runner.older_code = older_code
+    listed = toy_jobs(runner, {})
+    stem = job_stem(listed[0])
+    assert finished == [(1, "old", f"{stem}-old.log")]
+    assert runner.calls == [2]  # only the job nobody had started ran with this code
+    assert runner.stale(listed[0]) and runner.read(listed[0])["value"] == 7
+    assert not runner.stale(listed[1])
+    assert not list((tmp_path / "results" / "toy").glob("*.lock"))
+    assert "finished with code old (commit 0123456789)" in capsys.readouterr().out
+
+    # A suite process of that code already on it: nothing runs here.
+    started = {3: "old"}
+    job = {"section": "toy", "name": "Toy", "seed": 3}
+    busy = tmp_path / "results" / "toy" / f"{cache_key(job, 'old')}.json"
+    held = claim(busy)
+    runner.execute([job], "toy")
+    assert runner.calls == [2] and len(finished) == 1 and not runner.cached(job)
+    held.unlink()
+
+    # No commit of that code in this clone: the job starts over with this code.
+    runner.older_code = lambda job, unfinished, log: None
+    runner.execute([job], "toy")
+    assert runner.calls == [2, 3] and not runner.stale(job)
+    assert "no commit in this clone's history" in capsys.readouterr().out
+
+    # Its run failing stops the suite with one error naming the job and the code.
+    def failing(job, unfinished, log):
+        raise RuntimeError("the run with commit 0123456789 failed; see x.log")
+
+    started = {4: "old"}
+    runner.older_code = failing
+    with pytest.raises(SystemExit, match=r"Toy \(4\): finishing it with code old"):
+        runner.execute([{"section": "toy", "name": "Toy", "seed": 4}], "toy")
+    assert not list((tmp_path / "results" / "toy").glob("*.lock"))
 
 
 def test_a_legacy_result_without_a_code_hash_is_read_and_marked_unknown(tmp_path):

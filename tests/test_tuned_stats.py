@@ -207,3 +207,71 @@ def test_a_pending_models_progress_is_read_from_the_results_and_tune_folder(tmp_
     assert tuned_report.progress(runner, listed, ("d", "M")) == (
         " (search done; seeds: 2 of 5 done)"
     )
+
+
+def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
+    from benchmarks.runner import Options, Runner, job_digest
+    from benchmarks.sections import registry
+
+    runner = Runner(
+        {"quick": True},
+        Options(results=tmp_path),
+        registry(),
+        code_versions={"tuned": "new"},
+    )
+    search = {"section": "tuned", "name": "d-M", "model": "M", "phase": "search"}
+    assert tuned_report.unfinished(runner, search) is None  # never started
+    tune = tmp_path / "tuned" / "tune"
+
+    def started_by(code, statuses):
+        folder = tune / f"d-M-{job_digest(search)}-{code}"
+        folder.mkdir(parents=True)
+        state = {"checkpoints": [json.dumps({"status": s}) for s in statuses]}
+        (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(
+            json.dumps(state)
+        )
+        return folder
+
+    started_by("older", ["RUNNING", "PENDING"])  # nothing done yet: nothing to keep
+    assert tuned_report.unfinished(runner, search) is None
+    old = started_by("old", ["TERMINATED", "ERROR", "RUNNING"])
+    found = tuned_report.unfinished(runner, search)
+    assert found.code == "old"
+
+    # Its manifest names the checkout that started it; resuming from another checkout
+    # (a worktree of that code) renames those paths, and only those.
+    manifest = {
+        "model": "M",
+        "config_files": ["/a/main/properties/dataset/d.yaml", "/a/other.yaml"],
+        "fixed": {"data_path": "/a/main/dataset", "file": "/a/main2/x", "n": 4},
+    }
+    (old / "search.json").write_text(json.dumps(manifest))
+    found.move_to(Path("/b/wt"))
+    found.move_to(Path("/c/wt2"))  # interrupted again, resumed from another worktree
+    moved = json.loads((old / "search.json").read_text())
+    assert moved["config_files"] == [
+        "/c/wt2/properties/dataset/d.yaml",
+        "/a/other.yaml",
+    ]
+    assert moved["fixed"] == {
+        "data_path": "/c/wt2/dataset",
+        "file": "/a/main2/x",
+        "n": 4,
+    }
+    assert moved["moved"] == [
+        {"from": "/a/main", "to": "/b/wt"},
+        {"from": "/b/wt", "to": "/c/wt2"},
+    ]
+    assert moved["model"] == "M"
+    (old / "search.json").write_text(
+        json.dumps({**manifest, "config_files": ["/x.yaml"]})
+    )
+    with pytest.raises(RuntimeError, match="not a checkout's dataset yaml"):
+        found.move_to(Path("/b/wt"))
+
+    seed = {**search, "phase": "seed", "seed": 2020}
+    assert tuned_report.unfinished(runner, seed) is None  # seed runs do not resume
+    # This code's own search of the job has started: it resumes itself.
+    started_by("new", ["PENDING"])
+    assert tuned_report.unfinished(runner, search) is None
+    assert tuned.SECTION.unfinished is tuned_report.unfinished

@@ -43,6 +43,11 @@ class Section:
       its code hash covers only the part of the package that model uses
       (``runner.model_scoped_files``): editing one model leaves the others' results
       current and their searches running. Otherwise the whole package counts.
+    - ``unfinished(runner, job)``: for a job not done with this checkout's code, the
+      code version of an interrupted run of it by older code that can resume (a Tune
+      search's folder), else None. The runner then finishes that run with that code
+      instead of starting it over (``Runner.execute``), so a code change loses no
+      trials; ``--revalidate`` decides afterwards whether it counts for the new code.
     """
 
     name: str
@@ -56,6 +61,7 @@ class Section:
     witnesses: Optional[Callable[[Any], List[Tuple[Job, List[Job]]]]] = None
     differ: Optional[Callable[[Path, Path], Optional[str]]] = None
     hash_by_model: bool = False
+    unfinished: Optional[Callable[[Runner, Job], Optional[str]]] = None
 
     def code_hash(self, model: Optional[str] = None) -> Optional[str]:
         """The hash of the code this section's runs (of ``model``, for a section hashed

@@ -10,13 +10,14 @@ Report code only: not part of any result's code hash.
 from __future__ import annotations
 
 import glob
+from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..report import save_figure
-from ..runner import ROOT, Runner, job_digest
+from ..runner import ROOT, Runner, Unfinished, job_digest
 from ..stats import align_users, holm, mean_ci, paired_pvalue
 from .accuracy import METRICS
 
@@ -105,11 +106,32 @@ def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
     return text + "\n"
 
 
+def tune_folders(runner: Runner, search: Dict[str, Any]) -> Dict[str, Path]:
+    """The Tune folders of ``search`` on this machine, by the code version their name ends
+    with (``<name>-<job digest>-<code>`` under ``<results>/tuned/tune``, as
+    ``tuned.search_worker`` names them), oldest first."""
+    stem = f"{search['name']}-{job_digest(search)}-"
+    folders = sorted(
+        (runner.results_dir / "tuned" / "tune").glob(glob.escape(stem) + "*"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return {p.name[len(stem) :]: p for p in folders if p.is_dir()}
+
+
+def trials_done(folder: Path) -> int:
+    """Trials of a Tune folder that ended (finished, stopped or failed), from its newest
+    experiment state."""
+    from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
+
+    trials = experiment_state_trials(latest_experiment_state(folder))
+    return sum(t.get("status") in ("TERMINATED", "ERROR") for t in trials)
+
+
 def progress(runner: Runner, listed: Dict[str, Any], key: Tuple[str, str]) -> str:
     """How far a pending model has got, as text to put after its name: its seeds done
     once its search is, or the trials done of a search under way in this machine's Tune
-    folder (of any code version: the folder's name ends with it); empty when neither.
-    The Tune folders are not committed, so a report built elsewhere shows less."""
+    folder (of any code version). The Tune folders are not committed, so a report built
+    elsewhere shows less."""
     search = listed["searches"].get(key)
     if search is None:
         return ""
@@ -117,18 +139,62 @@ def progress(runner: Runner, listed: Dict[str, Any], key: Tuple[str, str]) -> st
         seeds = listed["seeds"].get(key, [])
         done = sum(runner.cached(j) for j in seeds)
         return f" (search done; seeds: {done} of {len(seeds)} done)"
-    from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
-
-    stem = f"{search['name']}-{job_digest(search)}-"
-    folders = sorted(
-        (runner.results_dir / "tuned" / "tune").glob(glob.escape(stem) + "*"),
-        key=lambda p: p.stat().st_mtime,
-    )
+    folders = tune_folders(runner, search)
     if not folders:
         return ""
-    trials = experiment_state_trials(latest_experiment_state(folders[-1]))
-    done = sum(t.get("status") in ("TERMINATED", "ERROR") for t in trials)
+    done = trials_done(list(folders.values())[-1])
     return f" (search: {done} of {search['trials']} trials done)"
+
+
+def unfinished(runner: Runner, job: Dict[str, Any]) -> Optional[Unfinished]:
+    """For a search not done yet with this checkout's code: an interrupted search of
+    the same job, started by older code, that has trials done; the suite finishes it
+    with that code instead of starting it over (``Runner.finish_older``), and
+    ``--revalidate`` then carries it forward once its first seed run shows the two codes
+    agree. None when there is none, or when this code's own search of the job has
+    started (it resumes itself). To start over instead, delete the old Tune folder."""
+    if job.get("phase") != "search":
+        return None
+    folders = tune_folders(runner, job)
+    if runner.code_version(job) in folders:
+        return None
+    for code, folder in reversed(folders.items()):
+        if trials_done(folder):
+            return Unfinished(code, partial(move_search, folder))
+    return None
+
+
+def move_search(folder: Path, checkout: Path) -> None:
+    """Let the search in the Tune folder ``folder`` resume from ``checkout``, another
+    checkout of the code that started it. A resume refuses a search whose manifest
+    (``search.json``) names other config files or settings than its own command, and
+    the manifest names files by their absolute paths in the checkout that started it:
+    those under that checkout are renamed to the same files under ``checkout``. The
+    move is recorded in the manifest under ``moved``."""
+    import json
+
+    from recbole_diffrec.utils import write_text_atomically
+
+    path = folder / "search.json"
+    manifest = json.loads(path.read_text())
+    dataset_yaml = Path(manifest["config_files"][0])
+    # The suite's dataset yaml is <checkout>/properties/dataset/<name>.yaml.
+    if dataset_yaml.parent.parts[-2:] != ("properties", "dataset"):
+        raise RuntimeError(f"{path}: {dataset_yaml} is not a checkout's dataset yaml")
+    before = str(dataset_yaml.parents[2])
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and (value + "/").startswith(before + "/"):
+            return str(checkout) + value[len(before) :]
+        return value
+
+    manifest["config_files"] = [moved(v) for v in manifest["config_files"]]
+    manifest["fixed"] = {k: moved(v) for k, v in manifest["fixed"].items()}
+    manifest["moved"] = [
+        *manifest.get("moved", []),
+        {"from": before, "to": str(checkout)},
+    ]
+    write_text_atomically(path, json.dumps(manifest, indent=1))
 
 
 def per_user_mean(
