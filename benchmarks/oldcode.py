@@ -128,6 +128,38 @@ def commit_for(
     return None
 
 
+# The lock reason of the worktrees rerun_at makes: a killed session leaves its worktree
+# behind, and the pid tells whether its run is still going.
+WORKTREE_LOCK = "benchmarks.oldcode run, pid "
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_abandoned_worktrees(root: Path = ROOT) -> List[Path]:
+    """Remove the worktrees :func:`rerun_at` made for runs whose process has died (a
+    session killed mid-run leaves its worktree behind); returns their paths."""
+    removed = []
+    for entry in git(root, "worktree", "list", "--porcelain").split("\n\n"):
+        fields = dict(line.split(" ", 1) for line in entry.splitlines() if " " in line)
+        reason = fields.get("locked", "")
+        if not reason.startswith(WORKTREE_LOCK):
+            continue
+        if process_alive(int(reason[len(WORKTREE_LOCK) :])):
+            continue
+        git(root, "worktree", "remove", "--force", "--force", fields["worktree"])
+        shutil.rmtree(fields["worktree"], ignore_errors=True)
+        removed.append(Path(fields["worktree"]))
+    return removed
+
+
 def rerun_at(
     commit: str,
     job: Dict[str, Any],
@@ -147,7 +179,9 @@ def rerun_at(
         tempfile.mkdtemp(prefix=f".{root.name}-at-{commit[:10]}-", dir=root.parent)
     )
     worktree.rmdir()  # git worktree add wants to create it
-    git(root, "worktree", "add", "--detach", str(worktree), commit)
+    remove_abandoned_worktrees(root)
+    lock = ["--lock", "--reason", f"{WORKTREE_LOCK}{os.getpid()}"]
+    git(root, "worktree", "add", "--detach", *lock, str(worktree), commit)
     folder = results / job["section"]
     pattern = f"{glob.escape(job_stem(job))}-*.json"
     try:
@@ -176,7 +210,7 @@ def rerun_at(
                     f"the rerun with commit {commit[:10]} failed: {err.read()[-2000:]}"
                 )
     finally:
-        git(root, "worktree", "remove", "--force", str(worktree))
+        git(root, "worktree", "remove", "--force", "--force", str(worktree))
         shutil.rmtree(worktree, ignore_errors=True)
     # What this run wrote: other code versions' results of the job may sit beside it.
     found = [p for p in folder.glob(pattern) if before.get(p) != p.stat().st_mtime_ns]

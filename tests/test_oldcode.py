@@ -5,7 +5,9 @@ reruns in a throwaway worktree of that commit."""
 
 import inspect
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +129,25 @@ def test_a_search_older_code_started_is_finished_with_that_code(tmp_path):
     assert log.is_file()
     assert not list((tmp_path / "tuned").glob("*.lock"))
     assert git("worktree", "list") == before
+
+
+@needs_git
+def test_worktrees_left_by_killed_runs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    made = {}
+    for who, pid in (("dead", dead), ("live", os.getpid())):
+        made[who] = ROOT.parent / f".{ROOT.name}-at-test-{who}-{os.getpid()}"
+        reason = f"{oldcode.WORKTREE_LOCK}{pid}"
+        git("worktree", "add", "--detach", "--lock", "--reason", reason, str(made[who]))
+    try:
+        assert made["dead"].is_dir()
+        assert oldcode.remove_abandoned_worktrees() == [made["dead"]]
+        assert not made["dead"].exists() and made["live"].is_dir()
+        assert str(made["dead"]) not in git("worktree", "list")
+    finally:
+        for path in made.values():
+            git("worktree", "remove", "--force", "--force", str(path))
