@@ -229,8 +229,8 @@ def older_code_runner(
 ) -> Callable[[Dict[str, Any], Unfinished, Path], Optional[str]]:
     """For ``Runner.older_code``: a function ``(job, unfinished, log) -> commit`` that
     finishes ``job``'s interrupted run with the commit whose code started it, in a
-    worktree writing into ``results`` (the run first moved to the worktree's paths), or
-    returns None when this clone has no such commit. Raises RuntimeError when the run
+    worktree writing into ``results`` (the run's recorded paths moved to the worktree's
+    first, and to this checkout's once it is done), or returns None when this clone has no such commit. Raises RuntimeError when the run
     fails or the commit turns out to run other code."""
 
     def finish(job: Dict[str, Any], unfinished: Unfinished, log: Path) -> Optional[str]:
@@ -246,6 +246,8 @@ def older_code_runner(
                 f"commit {commit[:10]} ran with code {result.get('code_hash')}, "
                 f"not {unfinished.code}"
             )
+        if unfinished.move_to is not None:  # the worktree is gone: name this checkout
+            unfinished.move_to(root)
         return commit
 
     return finish

@@ -53,8 +53,9 @@ class Unfinished:
     finishes it with that code."""
 
     code: str  # the code version that started it
-    # Readies it to resume from another checkout of that code (a git worktree, at the
-    # path given), where it recorded the paths of the checkout that started it.
+    # Points the paths it recorded (those of the checkout that started it) at another
+    # checkout of that code, given: a git worktree to resume it from, then this
+    # checkout once it is done. None when it records none.
     move_to: Optional[Callable[[Path], None]] = None
 
 

@@ -122,9 +122,14 @@ def test_a_search_older_code_started_is_finished_with_that_code(tmp_path):
     assert sorted(tune.iterdir()) == folders  # resumed: no new search started
     assert {t["trial"] for t in finished["trials"]} == trials
     assert finished["best_settings"] == result["best_settings"]
-    # It resumed from a worktree beside this checkout, its manifest moved there.
+    # It resumed from a worktree beside this checkout, its manifest moved there, and
+    # back to this checkout once done, with its best.yaml and result.
     moved = json.loads((folders[0] / "search.json").read_text())["moved"]
-    assert [Path(m["to"]).parent for m in moved] == [ROOT.parent]
+    assert len(moved) == 2 and Path(moved[0]["to"]).parent == ROOT.parent
+    assert moved[1] == {"from": moved[0]["to"], "to": str(ROOT)}
+    assert finished["moved"] == moved[1:]
+    assert f".{ROOT.name}-at-" not in finished["best_yaml"]
+    assert finished["exp_dir"] == os.path.relpath(folders[0], ROOT)
     log = runner.results_dir / "tuned" / f"{first.stem}.log"
     assert log.is_file()
     assert not list((tmp_path / "tuned").glob("*.lock"))

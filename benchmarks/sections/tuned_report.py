@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..report import save_figure
-from ..runner import ROOT, Runner, Unfinished, job_digest
+from ..runner import ROOT, Runner, Unfinished, cache_key, job_digest
 from ..stats import align_users, holm, mean_ci, paired_pvalue
 from .accuracy import METRICS
 
@@ -160,18 +160,24 @@ def unfinished(runner: Runner, job: Dict[str, Any]) -> Optional[Unfinished]:
         return None
     for code, folder in reversed(folders.items()):
         if trials_done(folder):
-            return Unfinished(code, partial(move_search, folder))
+            result = runner.results_dir / "tuned" / f"{cache_key(job, code)}.json"
+            return Unfinished(code, partial(move_search, folder, result))
     return None
 
 
-def move_search(folder: Path, checkout: Path) -> None:
-    """Let the search in the Tune folder ``folder`` resume from ``checkout``, another
-    checkout of the code that started it. A resume refuses a search whose manifest
-    (``search.json``) names other config files or settings than its own command, and
-    the manifest names files by their absolute paths in the checkout that started it:
-    those under that checkout are renamed to the same files under ``checkout``. The
-    move is recorded in the manifest under ``moved``."""
+def move_search(folder: Path, result: Path, checkout: Path) -> None:
+    """Point the paths a search recorded at ``checkout``, another checkout of the code
+    that ran it: a worktree to resume it from, or this checkout once it is done there.
+
+    A resume refuses a search whose manifest (``search.json`` in its Tune folder
+    ``folder``) names other config files or settings than its own command, and the
+    manifest names files by their absolute paths in the checkout that started it; the
+    search's ``best.yaml`` and its result (``result``, once written) name its dataset
+    the same way. Those paths are renamed to the same files under ``checkout`` (the
+    worktree's ``dataset/`` is this checkout's), and the move is recorded under
+    ``moved`` in the manifest and the result."""
     import json
+    import os
 
     from recbole_diffrec.utils import write_text_atomically
 
@@ -182,19 +188,31 @@ def move_search(folder: Path, checkout: Path) -> None:
     if dataset_yaml.parent.parts[-2:] != ("properties", "dataset"):
         raise RuntimeError(f"{path}: {dataset_yaml} is not a checkout's dataset yaml")
     before = str(dataset_yaml.parents[2])
+    if before == str(checkout):
+        return
+    move = {"from": before, "to": str(checkout)}
 
     def moved(value: Any) -> Any:
         if isinstance(value, str) and (value + "/").startswith(before + "/"):
             return str(checkout) + value[len(before) :]
         return value
 
+    def moved_text(text: str) -> str:
+        return text.replace(before + "/", f"{checkout}/")
+
     manifest["config_files"] = [moved(v) for v in manifest["config_files"]]
     manifest["fixed"] = {k: moved(v) for k, v in manifest["fixed"].items()}
-    manifest["moved"] = [
-        *manifest.get("moved", []),
-        {"from": before, "to": str(checkout)},
-    ]
+    manifest["moved"] = [*manifest.get("moved", []), move]
     write_text_atomically(path, json.dumps(manifest, indent=1))
+    best = folder / "best.yaml"
+    if best.is_file():
+        write_text_atomically(best, moved_text(best.read_text()))
+    if result.is_file():
+        found = json.loads(result.read_text())
+        found["best_yaml"] = moved_text(found["best_yaml"])
+        found["exp_dir"] = os.path.relpath(folder, checkout)
+        found["moved"] = [*found.get("moved", []), move]
+        write_text_atomically(result, json.dumps(found, indent=1))
 
 
 def per_user_mean(
