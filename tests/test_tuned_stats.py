@@ -210,7 +210,7 @@ def test_a_pending_models_progress_is_read_from_the_results_and_tune_folder(tmp_
 
 
 def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
-    from benchmarks.runner import Options, Runner, job_digest
+    from benchmarks.runner import Options, Runner, cache_key, job_digest
     from benchmarks.sections import registry
 
     runner = Runner(
@@ -263,6 +263,20 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
         {"from": "/b/wt", "to": "/c/wt2"},
     ]
     assert moved["model"] == "M"
+    # Done there: its best.yaml and result name this checkout's files instead.
+    best = "# search in /r/tune/x\ndata_path: /c/wt2/dataset\nother: /c/wt22/y\n"
+    (old / "best.yaml").write_text(best)
+    result = tmp_path / "tuned" / f"{cache_key(search, 'old')}.json"
+    result.write_text(json.dumps({"best_yaml": best, "exp_dir": "../x", "trials": []}))
+    found.move_to(tmp_path)
+    best_now = best.replace("/c/wt2/dataset", f"{tmp_path}/dataset")
+    assert best_now != best and (old / "best.yaml").read_text() == best_now
+    done = json.loads(result.read_text())
+    assert done["best_yaml"] == best_now and done["trials"] == []
+    assert done["exp_dir"] == f"tuned/tune/{old.name}"
+    assert done["moved"] == [{"from": "/c/wt2", "to": str(tmp_path)}]
+    found.move_to(tmp_path)  # already there: nothing changes
+    assert json.loads(result.read_text()) == done
     (old / "search.json").write_text(
         json.dumps({**manifest, "config_files": ["/x.yaml"]})
     )
