@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 if __name__ == "__main__" and not __package__:
     raise SystemExit("run it as a module: python -m benchmarks.bench_compute_plan")
@@ -55,8 +55,8 @@ def search_result(model: str, dataset: str = SEARCHED_ON) -> Optional[Dict[str, 
     return json.loads(Path(found[0]).read_text()) if found else None
 
 
-def seed_results(model: str) -> List[Dict[str, Any]]:
-    pattern = f"tuned-{SEARCHED_ON}-{model}-20[0-9][0-9]-*.json"
+def seed_results(model: str, dataset: str = SEARCHED_ON) -> List[Dict[str, Any]]:
+    pattern = f"tuned-{dataset}-{model}-20[0-9][0-9]-*.json"
     return [
         json.loads(Path(p).read_text())
         for p in sorted(glob.glob(str(ROOT / "benchmarks/results/tuned" / pattern)))
@@ -163,18 +163,21 @@ def run_cost(run: Dict[str, Any], epochs: float, eval_step: int) -> float:
     )
 
 
-def measured_wall(model: str) -> Optional[Dict[str, float]]:
-    """ml-1m_clean's measured search wall seconds, its six runs' (five seeds' time to
-    result and the rerun counted as one more seed), and the trials' mean epochs."""
-    search, seeds = search_result(model), seed_results(model)
+def measured_wall(model: str, dataset: str = SEARCHED_ON) -> Optional[Dict[str, float]]:
+    """A model's measured search seconds on ``dataset`` (while its trials ran, over
+    every session; for a search recorded before that was measured, the wall time of the
+    process that finished it), its six runs' (five seeds' time to result and the rerun
+    counted as one more seed), the trials' mean epochs and the seeds done."""
+    search, seeds = search_result(model, dataset), seed_results(model, dataset)
     if search is None or not seeds:
         return None
     runs = sum(s["time_to_result"] for s in seeds) * (len(seeds) + 1) / len(seeds)
     epochs = [t.get("epochs run") or 1 for t in search["trials"]]
     return {
-        "search": search["search_seconds"],
+        "search": search.get("search_active_seconds", search["search_seconds"]),
         "runs": runs,
         "trial_epochs": sum(epochs) / len(epochs),
+        "seeds": len(seeds),
     }
 
 
@@ -200,7 +203,9 @@ def load(model: str, dataset: str) -> Optional[Dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def render(models: List[str], datasets: List[str], eval_step: int) -> str:
+def render(
+    models: List[str], datasets: List[str], eval_step: int, seeds: int = 5
+) -> str:
     others = [d for d in datasets if d != SEARCHED_ON]
     lines = [
         "# Compute plan: what the tuned head-to-head costs here",
@@ -214,17 +219,22 @@ def render(models: List[str], datasets: List[str], eval_step: int) -> str:
         "and the best.yaml rerun) by the ratio of a mean trial's cost on the two datasets "
         "(start + test evaluation + the mean trial's epochs x (epoch + validation / "
         f"{eval_step})). It assumes the trials run as many epochs as on {SEARCHED_ON}; "
-        "bigger data often needs fewer, so read it as an order of magnitude.",
+        "bigger data often needs fewer, so read it as an order of magnitude. Where a "
+        f"model's search and its {seeds} seeds are done on a dataset, *measured h* gives "
+        "what they really took, to check the projection against.",
         "",
     ]
     header = ["model"]
     for d in datasets:
         header += [f"{d}: s/epoch", "s/valid", "start s", "peak MB"]
     header += [f"{SEARCHED_ON} measured h"]
-    header += [f"{d}: ratio, projected h" for d in others]
+    for d in others:
+        header += [f"{d}: ratio, projected h", "measured h"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     totals: Dict[str, float] = {}
     missing: Dict[str, List[str]] = {}
+    # Per dataset: the models done there, their measured and projected seconds.
+    done: Dict[str, List[Tuple[str, float, float]]] = {}
     for model in models:
         row = [model]
         for d in datasets:
@@ -251,12 +261,18 @@ def render(models: List[str], datasets: List[str], eval_step: int) -> str:
         here = load(model, SEARCHED_ON) or {}
         for d in others:
             factor = ratio(model, here, load(model, d) or {}, eval_step)
+            there = measured_wall(model, d)
+            real = None
+            if there is not None and there["seeds"] >= seeds:
+                real = there["search"] + there["runs"]
             if factor is None or total is None:
-                row.append("-")
+                row += ["-", hours(real)]
                 missing.setdefault(d, []).append(model)
                 continue
-            row.append(f"{factor:.1f}x, {hours(total * factor)}")
+            row += [f"{factor:.1f}x, {hours(total * factor)}", hours(real)]
             totals[d] = totals.get(d, 0.0) + total * factor
+            if real is not None:
+                done.setdefault(d, []).append((model, real, total * factor))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for d in datasets:
@@ -267,6 +283,14 @@ def render(models: List[str], datasets: List[str], eval_step: int) -> str:
             if left
             else ""
         )
+        finished = done.get(d, [])
+        if finished:
+            real = sum(r for _, r, _ in finished)
+            guess = sum(g for _, _, g in finished)
+            note += (
+                f"; done so far: {', '.join(m for m, _, _ in finished)}, measured "
+                f"{hours(real)} wall hours against {hours(guess)} projected for them"
+            )
         lines.append(
             f"- **{d}**: {kind} {hours(totals.get(d, 0.0))} wall hours on this machine "
             f"({2 * totals.get(d, 0.0) / 3600:.0f} CPU-hours){note}."
@@ -310,7 +334,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             "eval_step", 1
         )
     )
-    REPORT.write_text(render(args.models, datasets, eval_step))
+    REPORT.write_text(render(args.models, datasets, eval_step, len(spec["seeds"])))
     print(f"wrote {REPORT}")
 
 

@@ -478,7 +478,10 @@ class Runner:
     def run_job(self, job: Dict[str, Any]) -> None:
         """Run one job; its result replaces the job's results from other code."""
         code = self.code_version(job)  # the code this run starts with
-        result = self.sections[job["section"]].worker(self, job)
+        section = self.sections[job["section"]]
+        result = section.worker(self, job)
+        if getattr(section, "annotate", None) is not None:
+            section.annotate(self, job, result)
         path = self.result_path(job)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, {"job": job, "code_hash": code, **result})

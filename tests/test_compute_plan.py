@@ -29,8 +29,28 @@ def measured(tmp_path, monkeypatch):
         {"epochs run": 30},
     ]
     seeds = {"A": [{"time_to_result": 300.0, "epochs": 20}] * 5}
-    monkeypatch.setattr(plan, "search_result", searches.get)
-    monkeypatch.setattr(plan, "seed_results", lambda m: seeds.get(m, []))
+    # On "big", A's search and seeds are done: 7200 s while its trials ran (over two
+    # sessions, so the wall time of the process that finished it is less), five seeds.
+    big = {
+        "A": {
+            "search_seconds": 1000.0,
+            "search_active_seconds": 7200.0,
+            "trials": [{"epochs run": 8}],
+        }
+    }
+    big_seeds = {"A": [{"time_to_result": 600.0}] * 5}
+    monkeypatch.setattr(
+        plan,
+        "search_result",
+        lambda m, d="ml-1m_clean": (searches if d == "ml-1m_clean" else big).get(m),
+    )
+    monkeypatch.setattr(
+        plan,
+        "seed_results",
+        lambda m, d="ml-1m_clean": (seeds if d == "ml-1m_clean" else big_seeds).get(
+            m, []
+        ),
+    )
     runs = {
         ("A", "ml-1m_clean"): short_run(epoch=1.0, valid=5.0, start=5.0, test=5.0),
         ("A", "big"): short_run(epoch=4.0, valid=20.0, start=20.0, test=20.0),
@@ -44,7 +64,9 @@ def measured(tmp_path, monkeypatch):
 
 def test_the_projection_scales_the_measured_cost_by_a_mean_trials_ratio(measured):
     wall = plan.measured_wall("A")
-    assert wall == {"search": 3600.0, "runs": 1800.0, "trial_epochs": 20.0}
+    assert wall == {"search": 3600.0, "runs": 1800.0, "trial_epochs": 20.0, "seeds": 5}
+    # the time its trials ran, where recorded, over the finishing process's wall time
+    assert plan.measured_wall("A", "big")["search"] == 7200.0
     # a mean trial: start + test + 20 x (epoch + valid / 5)
     assert plan.run_cost(measured["A", "ml-1m_clean"], 20, 5) == 5 + 5 + 20 * 2.0
     ratio = plan.ratio("A", measured["A", "ml-1m_clean"], measured["A", "big"], 5)
@@ -61,9 +83,18 @@ def test_the_projection_scales_the_measured_cost_by_a_mean_trials_ratio(measured
 def test_the_report_shows_each_model_and_totals_what_is_known(measured):
     text = plan.render(["A", "B"], ["ml-1m_clean", "big"], eval_step=5)
     row_a = next(line for line in text.splitlines() if line.startswith("| A |"))
-    assert "| 1.0 | 5.0 | 5 | 100 | 4.0 | 20.0 | 20 | 100 | 1.5 | 4.0x, 6.0 |" in row_a
+    # measured on big: 7200 s of search + 6 x 600 s of runs = 3.0 h
+    assert (
+        "| 1.0 | 5.0 | 5 | 100 | 4.0 | 20.0 | 20 | 100 | 1.5 | 4.0x, 6.0 | 3.0 |"
+        in row_a
+    )
     row_b = next(line for line in text.splitlines() if line.startswith("| B |"))
-    assert "> 600 s in all (cut)" in row_b and row_b.endswith("| - | - |")
+    assert "> 600 s in all (cut)" in row_b and row_b.endswith("| - | - | - |")
     assert "**ml-1m_clean**: measured 1.5 wall hours" in text
     assert "without B (not measured yet or cut short)" in text
     assert "**big**: projected 6.0 wall hours on this machine (12 CPU-hours)" in text
+    assert "done so far: A, measured 3.0 wall hours against 6.0 projected" in text
+    # with more seeds asked for than A has on big, A is not done there
+    text = plan.render(["A", "B"], ["ml-1m_clean", "big"], eval_step=5, seeds=6)
+    row_a = next(line for line in text.splitlines() if line.startswith("| A |"))
+    assert row_a.endswith("| 4.0x, 6.0 | - |") and "done so far" not in text

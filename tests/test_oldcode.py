@@ -130,6 +130,8 @@ def test_a_search_older_code_started_is_finished_with_that_code(tmp_path):
     assert finished["moved"] == moved[1:]
     assert f".{ROOT.name}-at-" not in finished["best_yaml"]
     assert finished["exp_dir"] == os.path.relpath(folders[0], ROOT)
+    # How long its trials ran, recorded when it is moved back (older code may not).
+    assert finished["search_active_seconds"] > 0
     log = runner.results_dir / "tuned" / f"{first.stem}.log"
     assert log.is_file()
     assert not list((tmp_path / "tuned").glob("*.lock"))

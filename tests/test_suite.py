@@ -702,6 +702,15 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
 
     runs = sorted(results.rglob("*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in runs}
+    # Each tuned search records how long its trials ran, within its process's wall time.
+    searches = [
+        json.loads(p.read_text())
+        for p in runs
+        if p.parent.name == "tuned" and p.name.endswith(".json") and "--" in p.name
+    ]
+    assert len(searches) == 2  # EASE and DiffRec on the quick data
+    for search in searches:
+        assert 0 < search["search_active_seconds"] <= search["search_seconds"]
     second = run_suite(results)
     assert second.returncode == 0, second.stderr[-3000:]
     assert sorted(results.rglob("*.json")) == runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -268,6 +269,7 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
     (old / "best.yaml").write_text(best)
     result = tmp_path / "tuned" / f"{cache_key(search, 'old')}.json"
     result.write_text(json.dumps({"best_yaml": best, "exp_dir": "../x", "trials": []}))
+    write_trial(old / "run_trial_x", [10.0], [12, 15])  # what its trials took
     found.move_to(tmp_path)
     best_now = best.replace("/c/wt2/dataset", f"{tmp_path}/dataset")
     assert best_now != best and (old / "best.yaml").read_text() == best_now
@@ -275,6 +277,7 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
     assert done["best_yaml"] == best_now and done["trials"] == []
     assert done["exp_dir"] == f"tuned/tune/{old.name}"
     assert done["moved"] == [{"from": "/c/wt2", "to": str(tmp_path)}]
+    assert done["search_active_seconds"] == 5.0  # older code may not have recorded it
     found.move_to(tmp_path)  # already there: nothing changes
     assert json.loads(result.read_text()) == done
     (old / "search.json").write_text(
@@ -289,3 +292,43 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
     started_by("new", ["PENDING"])
     assert tuned_report.unfinished(runner, search) is None
     assert tuned.SECTION.unfinished is tuned_report.unfinished
+
+
+def write_trial(folder: Path, starts, reports=None) -> None:
+    """A Tune trial folder as the plugin's trials leave it: ``starts.log`` (one start
+    time per line) and Ray's ``result.json`` (one report per line, whole-second
+    ``timestamp``), or no result.json when ``reports`` is None."""
+    folder.mkdir(parents=True)
+    (folder / "starts.log").write_text("".join(f"{s}\n" for s in starts))
+    if reports is not None:
+        lines = [json.dumps({"timestamp": t, "valid_score": 0.1}) for t in reports]
+        (folder / "result.json").write_text("".join(f"{x}\n" for x in lines))
+
+
+def test_search_time_counts_every_session_its_trials_ran_and_no_gaps(tmp_path):
+    tune = tmp_path / "search"
+    write_trial(tune / "run_trial_a", [100.3], [101, 110, 120])
+    # Killed at 200 (its last report), resumed in a later session at 300.2.
+    write_trial(tune / "run_trial_b", [115.5, 300.2], [118, 125, 200, 305, 310])
+    write_trial(tune / "run_trial_c", [400.0], [])  # killed before reporting
+    write_trial(tune / "run_trial_d", [450.0])  # Ray never wrote its results
+    # A report in the second its start fell in (Ray's timestamps are whole seconds).
+    write_trial(tune / "run_trial_e", [500.7], [500, 503])
+    # a: 100.3-120 and b: 115.5-200 overlap (99.7 s), b again 300.2-310, e 500.7-503
+    expected = (200 - 100.3) + (310 - 300.2) + (503 - 500.7)
+    assert tuned_report.search_active_seconds(tune) == pytest.approx(expected)
+    assert tuned_report.search_active_seconds(tmp_path / "empty") is None
+
+    # The report shows it; a result recorded before it was measured gets the finishing
+    # process's wall time as a lower bound.
+    search = {"search_seconds": 90.4, "search_active_seconds": expected}
+    assert tuned_report.search_time_text(search) == "112"  # 111.8 s
+    assert tuned_report.search_time_text({"search_seconds": 90.4}) == "≥ 90"
+
+    # A search's result gets it once done; other phases' results are left alone.
+    result = {"exp_dir": os.path.relpath(tune, tuned_report.ROOT)}
+    tuned_report.annotate(None, {"phase": "search"}, result)
+    assert result["search_active_seconds"] == pytest.approx(expected)
+    seed_result = {"exp_dir": result["exp_dir"]}
+    tuned_report.annotate(None, {"phase": "seed"}, seed_result)
+    assert "search_active_seconds" not in seed_result

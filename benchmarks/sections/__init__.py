@@ -48,6 +48,9 @@ class Section:
       search's folder), else None. The runner then finishes that run with that code
       instead of starting it over (``Runner.execute``), so a code change loses no
       trials; ``--revalidate`` decides afterwards whether it counts for the new code.
+    - ``annotate(runner, job, result)``: adds bookkeeping to a run's result before it is
+      written (how long a search's trials ran, over every session that worked on it).
+      Report-side code, outside the code hash: it must not change what the run computed.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Section:
     differ: Optional[Callable[[Path, Path], Optional[str]]] = None
     hash_by_model: bool = False
     unfinished: Optional[Callable[[Runner, Job], Optional[str]]] = None
+    annotate: Optional[Callable[[Runner, Job, Dict[str, Any]], None]] = None
 
     def code_hash(self, model: Optional[str] = None) -> Optional[str]:
         """The hash of the code this section's runs (of ``model``, for a section hashed

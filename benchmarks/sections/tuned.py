@@ -297,7 +297,7 @@ def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------- report
 # (the report code is in tuned_report.py)
-from .tuned_report import differ, unfinished, witnesses  # noqa: E402
+from .tuned_report import annotate, differ, unfinished, witnesses  # noqa: E402
 
 SECTION = Section(
     name="tuned",
@@ -311,4 +311,5 @@ SECTION = Section(
     differ=differ,
     hash_by_model=True,
     unfinished=unfinished,
+    annotate=annotate,
 )
