@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.sections import tuned, tuned_report
+from benchmarks.sections import tuned, tuned_folders, tuned_report
 from benchmarks.stats import align_users, holm, mean_ci, paired_pvalue
 
 
@@ -221,7 +221,7 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
         code_versions={"tuned": "new"},
     )
     search = {"section": "tuned", "name": "d-M", "model": "M", "phase": "search"}
-    assert tuned_report.unfinished(runner, search) is None  # never started
+    assert tuned_folders.unfinished(runner, search) is None  # never started
     tune = tmp_path / "tuned" / "tune"
 
     def started_by(code, statuses):
@@ -234,9 +234,9 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
         return folder
 
     started_by("older", ["RUNNING", "PENDING"])  # nothing done yet: nothing to keep
-    assert tuned_report.unfinished(runner, search) is None
+    assert tuned_folders.unfinished(runner, search) is None
     old = started_by("old", ["TERMINATED", "ERROR", "RUNNING"])
-    found = tuned_report.unfinished(runner, search)
+    found = tuned_folders.unfinished(runner, search)
     assert found.code == "old"
 
     # Its manifest names the checkout that started it; resuming from another checkout
@@ -287,11 +287,11 @@ def test_an_interrupted_search_of_older_code_is_found_for_finishing(tmp_path):
         found.move_to(Path("/b/wt"))
 
     seed = {**search, "phase": "seed", "seed": 2020}
-    assert tuned_report.unfinished(runner, seed) is None  # seed runs do not resume
+    assert tuned_folders.unfinished(runner, seed) is None  # seed runs do not resume
     # This code's own search of the job has started: it resumes itself.
     started_by("new", ["PENDING"])
-    assert tuned_report.unfinished(runner, search) is None
-    assert tuned.SECTION.unfinished is tuned_report.unfinished
+    assert tuned_folders.unfinished(runner, search) is None
+    assert tuned.SECTION.unfinished is tuned_folders.unfinished
 
 
 def write_trial(folder: Path, starts, reports=None) -> None:
@@ -316,8 +316,8 @@ def test_search_time_counts_every_session_its_trials_ran_and_no_gaps(tmp_path):
     write_trial(tune / "run_trial_e", [500.7], [500, 503])
     # a: 100.3-120 and b: 115.5-200 overlap (99.7 s), b again 300.2-310, e 500.7-503
     expected = (200 - 100.3) + (310 - 300.2) + (503 - 500.7)
-    assert tuned_report.search_active_seconds(tune) == pytest.approx(expected)
-    assert tuned_report.search_active_seconds(tmp_path / "empty") is None
+    assert tuned_folders.search_active_seconds(tune) == pytest.approx(expected)
+    assert tuned_folders.search_active_seconds(tmp_path / "empty") is None
 
     # The report shows it; a result recorded before it was measured gets the finishing
     # process's wall time as a lower bound.
@@ -326,9 +326,9 @@ def test_search_time_counts_every_session_its_trials_ran_and_no_gaps(tmp_path):
     assert tuned_report.search_time_text({"search_seconds": 90.4}) == "≥ 90"
 
     # A search's result gets it once done; other phases' results are left alone.
-    result = {"exp_dir": os.path.relpath(tune, tuned_report.ROOT)}
-    tuned_report.annotate(None, {"phase": "search"}, result)
+    result = {"exp_dir": os.path.relpath(tune, tuned_folders.ROOT)}
+    tuned_folders.annotate(None, {"phase": "search"}, result)
     assert result["search_active_seconds"] == pytest.approx(expected)
     seed_result = {"exp_dir": result["exp_dir"]}
-    tuned_report.annotate(None, {"phase": "seed"}, seed_result)
+    tuned_folders.annotate(None, {"phase": "seed"}, seed_result)
     assert "search_active_seconds" not in seed_result

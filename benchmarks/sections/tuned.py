@@ -296,8 +296,9 @@ def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- report
-# (the report code is in tuned_report.py)
-from .tuned_report import annotate, differ, unfinished, witnesses  # noqa: E402
+# (the report code is in tuned_report.py, the Tune folders' bookkeeping in tuned_folders.py)
+from .tuned_folders import annotate, unfinished  # noqa: E402
+from .tuned_report import differ, witnesses  # noqa: E402
 
 SECTION = Section(
     name="tuned",
