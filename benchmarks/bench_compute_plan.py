@@ -178,6 +178,8 @@ def measured_wall(model: str, dataset: str = SEARCHED_ON) -> Optional[Dict[str, 
         "runs": runs,
         "trial_epochs": sum(epochs) / len(epochs),
         "seeds": len(seeds),
+        # False: only the finishing process's wall time is known, a lower bound
+        "exact": "search_active_seconds" in search,
     }
 
 
@@ -194,8 +196,11 @@ def ratio(
 
 
 # ---------------------------------------------------------------------------- report
-def hours(seconds: Optional[float]) -> str:
-    return "-" if seconds is None else f"{seconds / 3600:.1f}"
+def hours(seconds: Optional[float], exact: bool = True) -> str:
+    """Hours to one decimal; "≥" marks a lower bound."""
+    if seconds is None:
+        return "-"
+    return f"{'' if exact else '≥ '}{seconds / 3600:.1f}"
 
 
 def load(model: str, dataset: str) -> Optional[Dict[str, Any]]:
@@ -221,7 +226,9 @@ def render(
         f"{eval_step})). It assumes the trials run as many epochs as on {SEARCHED_ON}; "
         "bigger data often needs fewer, so read it as an order of magnitude. Where a "
         f"model's search and its {seeds} seeds are done on a dataset, *measured h* gives "
-        "what they really took, to check the projection against.",
+        'what they really took, to check the projection against. "≥": a search '
+        "recorded before search times were measured over every session it ran in; "
+        "what is known is the wall time of the process that finished it.",
         "",
     ]
     header = ["model"]
@@ -235,6 +242,7 @@ def render(
     missing: Dict[str, List[str]] = {}
     # Per dataset: the models done there, their measured and projected seconds.
     done: Dict[str, List[Tuple[str, float, float]]] = {}
+    inexact: Dict[str, bool] = {}  # a dataset's measured sums hold a lower bound
     for model in models:
         row = [model]
         for d in datasets:
@@ -253,30 +261,34 @@ def render(
                 ]
         wall = measured_wall(model)
         total = None if wall is None else wall["search"] + wall["runs"]
-        row.append(hours(total))
+        row.append(hours(total, wall is None or wall["exact"]))
         if total is None:
             missing.setdefault(SEARCHED_ON, []).append(model)
         else:
             totals[SEARCHED_ON] = totals.get(SEARCHED_ON, 0.0) + total
+            inexact[SEARCHED_ON] = inexact.get(SEARCHED_ON) or not wall["exact"]
         here = load(model, SEARCHED_ON) or {}
         for d in others:
             factor = ratio(model, here, load(model, d) or {}, eval_step)
             there = measured_wall(model, d)
-            real = None
+            real, exact = None, True
             if there is not None and there["seeds"] >= seeds:
-                real = there["search"] + there["runs"]
+                real, exact = there["search"] + there["runs"], there["exact"]
             if factor is None or total is None:
-                row += ["-", hours(real)]
+                row += ["-", hours(real, exact)]
                 missing.setdefault(d, []).append(model)
                 continue
-            row += [f"{factor:.1f}x, {hours(total * factor)}", hours(real)]
+            row += [f"{factor:.1f}x, {hours(total * factor)}", hours(real, exact)]
             totals[d] = totals.get(d, 0.0) + total * factor
             if real is not None:
                 done.setdefault(d, []).append((model, real, total * factor))
+                inexact[d] = inexact.get(d) or not exact
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for d in datasets:
-        kind = "measured" if d == SEARCHED_ON else "projected"
+        kind = "projected"
+        if d == SEARCHED_ON:
+            kind = "measured" + (" ≥" if inexact.get(d) else "")
         left = missing.get(d, [])
         note = (
             f", without {', '.join(left)} (not measured yet or cut short)"
@@ -289,7 +301,8 @@ def render(
             guess = sum(g for _, _, g in finished)
             note += (
                 f"; done so far: {', '.join(m for m, _, _ in finished)}, measured "
-                f"{hours(real)} wall hours against {hours(guess)} projected for them"
+                f"{hours(real, not inexact.get(d))} wall hours against {hours(guess)} "
+                "projected for them"
             )
         lines.append(
             f"- **{d}**: {kind} {hours(totals.get(d, 0.0))} wall hours on this machine "
