@@ -33,6 +33,7 @@ if __name__ == "__main__" and not __package__:
     raise SystemExit("run it as a module: python -m benchmarks.bench_compute_plan")
 
 from .runner import ROOT, write_atomically  # noqa: E402
+from .sections.tuned_folders import search_time  # noqa: E402
 
 SUITE = ROOT / "properties" / "experiment" / "tuned_suite.yaml"
 RESULTS = ROOT / "benchmarks" / "results" / "compute_plan"
@@ -173,13 +174,13 @@ def measured_wall(model: str, dataset: str = SEARCHED_ON) -> Optional[Dict[str, 
         return None
     runs = sum(s["time_to_result"] for s in seeds) * (len(seeds) + 1) / len(seeds)
     epochs = [t.get("epochs run") or 1 for t in search["trials"]]
+    seconds, exact = search_time(search)  # not exact: a lower bound
     return {
-        "search": search.get("search_active_seconds", search["search_seconds"]),
+        "search": seconds,
         "runs": runs,
         "trial_epochs": sum(epochs) / len(epochs),
         "seeds": len(seeds),
-        # False: only the finishing process's wall time is known, a lower bound
-        "exact": "search_active_seconds" in search,
+        "exact": exact,
     }
 
 
@@ -240,9 +241,10 @@ def render(
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     totals: Dict[str, float] = {}
     missing: Dict[str, List[str]] = {}
-    # Per dataset: the models done there, their measured and projected seconds.
-    done: Dict[str, List[Tuple[str, float, float]]] = {}
-    inexact: Dict[str, bool] = {}  # a dataset's measured sums hold a lower bound
+    # Per dataset: the models done there, their measured seconds (exact or a lower
+    # bound) and projected seconds.
+    done: Dict[str, List[Tuple[str, float, bool, float]]] = {}
+    searched_exact = True  # every measured SEARCHED_ON figure is exact
     for model in models:
         row = [model]
         for d in datasets:
@@ -266,7 +268,7 @@ def render(
             missing.setdefault(SEARCHED_ON, []).append(model)
         else:
             totals[SEARCHED_ON] = totals.get(SEARCHED_ON, 0.0) + total
-            inexact[SEARCHED_ON] = inexact.get(SEARCHED_ON) or not wall["exact"]
+            searched_exact = searched_exact and wall["exact"]
         here = load(model, SEARCHED_ON) or {}
         for d in others:
             factor = ratio(model, here, load(model, d) or {}, eval_step)
@@ -281,14 +283,13 @@ def render(
             row += [f"{factor:.1f}x, {hours(total * factor)}", hours(real, exact)]
             totals[d] = totals.get(d, 0.0) + total * factor
             if real is not None:
-                done.setdefault(d, []).append((model, real, total * factor))
-                inexact[d] = inexact.get(d) or not exact
+                done.setdefault(d, []).append((model, real, exact, total * factor))
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     for d in datasets:
         kind = "projected"
         if d == SEARCHED_ON:
-            kind = "measured" + (" ≥" if inexact.get(d) else "")
+            kind = "measured" + ("" if searched_exact else " ≥")
         left = missing.get(d, [])
         note = (
             f", without {', '.join(left)} (not measured yet or cut short)"
@@ -297,11 +298,12 @@ def render(
         )
         finished = done.get(d, [])
         if finished:
-            real = sum(r for _, r, _ in finished)
-            guess = sum(g for _, _, g in finished)
+            real = sum(r for _, r, _, _ in finished)
+            exact = all(e for _, _, e, _ in finished)
+            guess = sum(g for _, _, _, g in finished)
             note += (
-                f"; done so far: {', '.join(m for m, _, _ in finished)}, measured "
-                f"{hours(real, not inexact.get(d))} wall hours against {hours(guess)} "
+                f"; done so far: {', '.join(m for m, _, _, _ in finished)}, measured "
+                f"{hours(real, exact)} wall hours against {hours(guess)} "
                 "projected for them"
             )
         lines.append(

@@ -230,8 +230,9 @@ def older_code_runner(
     """For ``Runner.older_code``: a function ``(job, unfinished, log) -> commit`` that
     finishes ``job``'s interrupted run with the commit whose code started it, in a
     worktree writing into ``results`` (the run's recorded paths moved to the worktree's
-    first, and to this checkout's once it is done), or returns None when this clone has no such commit. Raises RuntimeError when the run
-    fails or the commit turns out to run other code."""
+    first, and to this checkout's once it is done), or returns None when this clone has
+    no such commit. Raises RuntimeError when the run fails or the commit turns out to
+    run other code."""
 
     def finish(job: Dict[str, Any], unfinished: Unfinished, log: Path) -> Optional[str]:
         worker_file = section_file(sections[job["section"]])

@@ -9,11 +9,10 @@ Bookkeeping only: not part of any result's code hash.
 from __future__ import annotations
 
 import glob
+import math
 from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
-
-import numpy as np
 
 from ..runner import ROOT, Runner, Unfinished, cache_key, job_digest
 
@@ -84,13 +83,14 @@ def search_active_seconds(folder: Path) -> Optional[float]:
         for i, start in enumerate(starts):
             until = starts[i + 1] if i + 1 < len(starts) else float("inf")
             # Ray's timestamp is whole seconds: a report in a start's own second counts.
-            inside = [t for t in reports if np.floor(start) <= t < until]
+            inside = [t for t in reports if math.floor(start) <= t < until]
             if inside:
                 spans.append((start, max(max(inside), start)))
     if not spans:
         return None
-    total, (begin, end) = 0.0, sorted(spans)[0]
-    for lo, hi in sorted(spans)[1:]:
+    spans.sort()
+    total, (begin, end) = 0.0, spans[0]
+    for lo, hi in spans[1:]:
         if lo > end:
             total, begin, end = total + end - begin, lo, hi
         else:
@@ -98,13 +98,29 @@ def search_active_seconds(folder: Path) -> Optional[float]:
     return total + end - begin
 
 
+def record_search_time(result: Dict[str, Any], folder: Path) -> None:
+    """Put :func:`search_active_seconds` of the Tune folder ``folder`` in a search's
+    ``result``, when some trial has reported."""
+    active = search_active_seconds(folder)
+    if active is not None:
+        result["search_active_seconds"] = active
+
+
+def search_time(search: Dict[str, Any]) -> Tuple[float, bool]:
+    """A search result's time in seconds, and whether it is all of it: the time its
+    trials ran over every session, or for a result recorded before that was measured,
+    the wall time of the process that finished it (a lower bound)."""
+    active = search.get("search_active_seconds")
+    if active is not None:
+        return active, True
+    return search["search_seconds"], False
+
+
 def annotate(runner: Runner, job: Dict[str, Any], result: Dict[str, Any]) -> None:
     """Bookkeeping added to a search's result once it is done (``Section.annotate``):
-    ``search_active_seconds`` of its Tune folder (:func:`search_active_seconds`)."""
+    its search time (:func:`record_search_time`)."""
     if job.get("phase") == "search" and result.get("exp_dir"):
-        active = search_active_seconds(ROOT / result["exp_dir"])
-        if active is not None:
-            result["search_active_seconds"] = active
+        record_search_time(result, ROOT / result["exp_dir"])
 
 
 def move_search(folder: Path, result: Path, checkout: Path) -> None:
@@ -154,7 +170,5 @@ def move_search(folder: Path, result: Path, checkout: Path) -> None:
         found["best_yaml"] = moved_text(found["best_yaml"])
         found["exp_dir"] = os.path.relpath(folder, checkout)
         found["moved"] = [*found.get("moved", []), move]
-        active = search_active_seconds(folder)  # the older code did not record it
-        if active is not None:
-            found["search_active_seconds"] = active
+        record_search_time(found, folder)  # the older code may not have
         write_text_atomically(result, json.dumps(found, indent=1))

@@ -18,7 +18,7 @@ from ..report import save_figure
 from ..runner import ROOT, Runner
 from ..stats import align_users, holm, mean_ci, paired_pvalue
 from .accuracy import METRICS
-from .tuned_folders import trials_done, tune_folders
+from .tuned_folders import search_time, trials_done, tune_folders
 
 ALPHA = 0.05  # significance level of the verdicts (after Holm's correction)
 
@@ -228,13 +228,9 @@ def rerun_text(entry: Dict[str, Any]) -> str:
 
 
 def search_time_text(search: Dict[str, Any]) -> str:
-    """Seconds some trial of the search was running, over every session; a result
-    recorded before that was measured has the wall time of the process that finished the
-    search, which is all of it only if the search ran in one go (hence "≥")."""
-    active = search.get("search_active_seconds")
-    return (
-        f"{active:.0f}" if active is not None else f"≥ {search['search_seconds']:.0f}"
-    )
+    """The search's time (:func:`tuned_folders.search_time`), "≥" on a lower bound."""
+    seconds, whole = search_time(search)
+    return f"{'' if whole else '≥ '}{seconds:.0f}"
 
 
 def table(
