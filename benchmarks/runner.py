@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import (
@@ -418,6 +419,7 @@ class Runner:
                     f"{job.get('name')} {job.get('seed', job.get('items', ''))}"
                 )
                 try:
+                    self.prepare(job)
                     if not self.finish_older(job):
                         if self.options.quick:
                             self.run_in_process(job)
@@ -475,16 +477,26 @@ class Runner:
         )
         return True
 
+    def prepare(self, job: Dict[str, Any]) -> None:
+        """Before ``job`` runs (under its lock): its section's ``prepare`` hook, which
+        puts back what a lost machine took (a search's Tune folder from its snapshot).
+        """
+        prepare = getattr(self.sections[job["section"]], "prepare", None)
+        if prepare is not None:
+            prepare(self, job)
+
     def run_job(self, job: Dict[str, Any]) -> None:
         """Run one job; its result replaces the job's results from other code."""
         code = self.code_version(job)  # the code this run starts with
         section = self.sections[job["section"]]
-        result = section.worker(self, job)
-        if getattr(section, "annotate", None) is not None:
-            section.annotate(self, job, result)
-        path = self.result_path(job)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomically(path, {"job": job, "code_hash": code, **result})
+        safeguard = getattr(section, "safeguard", None)
+        with safeguard(self, job) if safeguard is not None else nullcontext():
+            result = section.worker(self, job)
+            if getattr(section, "annotate", None) is not None:
+                section.annotate(self, job, result)
+            path = self.result_path(job)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(path, {"job": job, "code_hash": code, **result})
         for old in self.versions(job):
             if old != path:
                 for file in [old, *companions(old)]:

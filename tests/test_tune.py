@@ -401,15 +401,16 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
         tmp_path / "space.yaml",
         """
         space:
-          epochs: {grid: [3, 150]}
+          epochs: {grid: [3, 30]}
         tune:
           num_samples: 1
           scheduler: fifo
           max_concurrent_trials: 1
         """,
     )
-    # The second trial trains long enough (no early stop) that Ctrl+C, sent once the
-    # first has finished, always lands mid-search, even on a slow machine.
+    # One trial at a time: when the first reports its end the second has not started,
+    # and its start-up and 30 epochs (some 25 s here) leave Ctrl+C, sent within a
+    # quarter second, ample time to land mid-search.
     command = (
         [
             sys.executable,

@@ -14,7 +14,7 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple
 
 from ..runner import Runner, model_code_hash, worker_code_hash
 
@@ -51,6 +51,13 @@ class Section:
     - ``annotate(runner, job, result)``: adds bookkeeping to a run's result before it is
       written (how long a search's trials ran, over every session that worked on it).
       Report-side code, outside the code hash: it must not change what the run computed.
+    - ``prepare(runner, job)``: called under the job's lock before it runs (or before
+      older code finishes it): puts back what a lost machine took that the run can
+      resume from (a search's Tune folder, from the snapshot ``safeguard`` kept).
+    - ``safeguard(runner, job)``: a context manager around the run in the process that
+      runs it, up to its result being written: keeps what survives the machine (a
+      running search's snapshot, refreshed as trials finish, dropped once the result is
+      written). Bookkeeping, outside the code hash like ``annotate``.
     """
 
     name: str
@@ -66,6 +73,8 @@ class Section:
     hash_by_model: bool = False
     unfinished: Optional[Callable[[Runner, Job], Optional[str]]] = None
     annotate: Optional[Callable[[Runner, Job, Dict[str, Any]], None]] = None
+    prepare: Optional[Callable[[Runner, Job], None]] = None
+    safeguard: Optional[Callable[[Runner, Job], ContextManager[None]]] = None
 
     def code_hash(self, model: Optional[str] = None) -> Optional[str]:
         """The hash of the code this section's runs (of ``model``, for a section hashed

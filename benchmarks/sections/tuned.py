@@ -297,7 +297,8 @@ def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------- report
 # (the report code is in tuned_report.py, the Tune folders' bookkeeping in tuned_folders.py)
-from .tuned_folders import annotate, unfinished  # noqa: E402
+from .tuned_folders import annotate, keep_snapshots, restore_snapshots  # noqa: E402
+from .tuned_folders import unfinished  # noqa: E402
 from .tuned_report import differ, witnesses  # noqa: E402
 
 SECTION = Section(
@@ -313,4 +314,6 @@ SECTION = Section(
     hash_by_model=True,
     unfinished=unfinished,
     annotate=annotate,
+    prepare=restore_snapshots,
+    safeguard=keep_snapshots,
 )

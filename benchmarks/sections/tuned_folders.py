@@ -1,7 +1,8 @@
 """The tuned head-to-head's Tune folders (``benchmarks/results/tuned/tune/``, not
 committed): how far a search has got, finding a search older code started so that it is
 finished rather than started over (``Runner.finish_older``), moving its recorded paths
-between checkouts, and how long its trials ran over every session.
+between checkouts, how long its trials ran over every session, and the snapshots that
+let a search survive the loss of its machine (``snapshots/``, committed).
 
 Bookkeeping only: not part of any result's code hash.
 """
@@ -10,9 +11,15 @@ from __future__ import annotations
 
 import glob
 import math
+import os
+import shutil
+import tarfile
+import tempfile
+import threading
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..runner import ROOT, Runner, Unfinished, cache_key, job_digest
 
@@ -172,3 +179,162 @@ def move_search(folder: Path, result: Path, checkout: Path) -> None:
         found["moved"] = [*found.get("moved", []), move]
         record_search_time(found, folder)  # the older code may not have
         write_text_atomically(result, json.dumps(found, indent=1))
+
+
+# -------------------------------------------------------------------------- snapshots
+# A Tune folder is not committed (trials' checkpoints: hundreds of MB on Amazon), so a
+# machine lost mid-search took every trial the search had finished with it. A snapshot
+# keeps what resuming needs in order to skip them: the experiment's own files and each
+# finished trial's folder without its checkpoints (kilobytes). Trials that had not
+# finished are left out, folder and all: a resume from the snapshot runs them afresh,
+# with nothing from their lost run in their records.
+SNAPSHOT_EVERY_SECONDS = float(os.environ.get("BENCH_SNAPSHOT_SECONDS", "60"))
+SNAPSHOT_SUFFIX = ".tar.gz"
+
+
+def search_folder(runner: Runner, job: Dict[str, Any]) -> Path:
+    """The Tune folder a search job of this checkout's code runs in (the name
+    ``tuned.search_worker`` gives it)."""
+    name = f"{job['name']}-{job_digest(job)}-{runner.code_version(job)}"
+    return runner.results_dir / "tuned" / "tune" / name
+
+
+def snapshot_path(folder: Path) -> Path:
+    """Where the snapshot of the Tune folder ``folder`` (``<results>/tuned/tune/<name>``)
+    is kept: ``<results>/tuned/snapshots/<name>.tar.gz``."""
+    return folder.parent.parent / "snapshots" / f"{folder.name}{SNAPSHOT_SUFFIX}"
+
+
+def finished_trials(folder: Path) -> List[str]:
+    """Ids of the trials that finished (Ray's TERMINATED) in the Tune folder ``folder``,
+    from its newest experiment state. Errored trials do not count: a resume runs them
+    again."""
+    from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
+
+    trials = experiment_state_trials(latest_experiment_state(folder))
+    return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
+
+
+def write_snapshot(folder: Path) -> Optional[Path]:
+    """Write the snapshot of the Tune folder ``folder`` (replacing an older one), once a
+    trial has finished; returns its path, or None when no trial has finished yet."""
+    from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
+
+    trials = experiment_state_trials(latest_experiment_state(folder))
+    finished = {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+    if not finished:
+        return None
+    # Ray names a trial's folder <trainable>_<trial id>_<index>_<params>_<date>.
+    left_out = [f"_{t['trial_id']}_" for t in trials if t["trial_id"] not in finished]
+
+    def kept(path: Path) -> bool:
+        parts = path.relative_to(folder).parts
+        if len(parts) > 1 and any(tag in parts[0] for tag in left_out):
+            return False
+        return "checkpoints" not in parts[1:-1]
+
+    target = snapshot_path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial_file = target.with_name(target.name + ".partial")
+    with tarfile.open(partial_file, "w:gz") as tar:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and kept(path):
+                arcname = Path(folder.name) / path.relative_to(folder)
+                tar.add(path, arcname=str(arcname), recursive=False)
+    os.replace(partial_file, target)
+    return target
+
+
+def unpack_snapshot(snapshot: Path, folder: Path) -> None:
+    """Unpack ``snapshot`` as the Tune folder ``folder`` (which must not exist): in a
+    temporary folder beside it first, so that a folder appears whole or not at all."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    unpacked = Path(tempfile.mkdtemp(prefix=".restoring-", dir=folder.parent))
+    try:
+        with tarfile.open(snapshot) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4, 3.10.12, 3.9.17
+                tar.extractall(unpacked, filter="data")
+            else:
+                tar.extractall(unpacked)
+        os.rename(unpacked / folder.name, folder)
+    finally:
+        shutil.rmtree(unpacked, ignore_errors=True)
+
+
+def restore_snapshots(runner: Runner, job: Dict[str, Any]) -> None:
+    """Before a search job runs (``Section.prepare``): each snapshot of it, of any code
+    version, whose Tune folder is missing is unpacked there, so that the search (or the
+    older code that started it, ``Runner.finish_older``) resumes from it. A snapshot of
+    a search whose result is written is no longer needed and is removed."""
+    if job.get("phase") != "search":
+        return
+    stem = f"{job['name']}-{job_digest(job)}-"
+    tuned = runner.results_dir / "tuned"
+    for snapshot in sorted((tuned / "snapshots").glob(glob.escape(stem) + "*")):
+        if not snapshot.name.endswith(SNAPSHOT_SUFFIX):
+            continue
+        name = snapshot.name[: -len(SNAPSHOT_SUFFIX)]
+        if (tuned / f"{cache_key(job, name[len(stem):])}.json").is_file():
+            snapshot.unlink()
+            continue
+        folder = tuned / "tune" / name
+        if folder.exists():
+            continue
+        unpack_snapshot(snapshot, folder)
+        print(
+            f"{job['name']}: its Tune folder was missing; restored {name} from "
+            f"{snapshot} ({len(finished_trials(folder))} trials finished), to resume",
+            flush=True,
+        )
+
+
+class _SnapshotKeeper(threading.Thread):
+    """Refreshes a running search's snapshot whenever another of its trials finishes."""
+
+    def __init__(self, folder: Path, every: float) -> None:
+        super().__init__(name=f"snapshots of {folder.name}", daemon=True)
+        self.folder, self.every = folder, every
+        self.done = threading.Event()
+        self.taken = 0  # finished trials in the newest snapshot
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            self.refresh()
+
+    def refresh(self) -> None:
+        try:
+            if not self.folder.is_dir():
+                return
+            finished = len(finished_trials(self.folder))
+            if finished > self.taken:
+                write_snapshot(self.folder)
+                self.taken = finished
+        except (OSError, ValueError, tarfile.TarError) as err:
+            # Ray rewriting a file mid-read, say: the next round takes it.
+            print(f"snapshot of {self.folder.name} not taken: {err!r}", flush=True)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join()
+
+
+@contextmanager
+def keep_snapshots(runner: Runner, job: Dict[str, Any]) -> Iterator[None]:
+    """Around a search job's run (``Section.safeguard``): its snapshot is refreshed
+    every ``SNAPSHOT_EVERY_SECONDS`` (``BENCH_SNAPSHOT_SECONDS``) when trials have
+    finished since the last one, and once more if the run stops without a result (an
+    interruption); it is removed once the search's result is written."""
+    if job.get("phase") != "search":
+        yield
+        return
+    folder = search_folder(runner, job)
+    keeper = _SnapshotKeeper(folder, SNAPSHOT_EVERY_SECONDS)
+    keeper.start()
+    try:
+        yield
+    except BaseException:
+        keeper.stop()
+        keeper.refresh()
+        raise
+    keeper.stop()
+    snapshot_path(folder).unlink(missing_ok=True)
