@@ -79,3 +79,27 @@ def make_release(folder, users=40, items=60, seed=0):
 def release(tmp_path):
     folder = tmp_path / "release"
     return folder, make_release(folder)
+
+
+def interrupt_once_started(command, cwd, trial_dirs: str, timeout: float = 400):
+    """Run a search command and send it Ctrl+C as soon as a trial whose folder matches
+    the glob ``trial_dirs`` has started (its ``starts.log``, which the trial writes
+    itself, appears): a search interrupted mid-way, on a fast machine or a loaded one.
+    Returns ``(returncode, output)``."""
+    import glob
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.time() + timeout
+    while not glob.glob(f"{trial_dirs}/starts.log"):
+        if proc.poll() is not None or time.time() > deadline:
+            output, _ = proc.communicate(timeout=120)
+            raise AssertionError(f"no {trial_dirs} started:\n{output[-3000:]}")
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    return proc.returncode, output

@@ -5,7 +5,6 @@ search resumed from one after its Tune folder was lost."""
 import csv
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import interrupt_once_started
 
 from benchmarks.runner import Options, Runner, cache_key, job_digest
 from benchmarks.sections import tuned_folders
@@ -233,25 +233,14 @@ def test_a_search_resumes_from_a_snapshot_after_its_folder_is_lost(tmp_path):
         "--show_progress=False",
     ]
     exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
-    first = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    # One trial at a time (grid order: the short one first): Ctrl+C once the second
+    # has started lands after the first has finished.
+    returncode, output = interrupt_once_started(
+        command, tmp_path, f"{exp_dir}/run_trial_*epochs=20_*"
     )
-    finished = None
-    deadline = time.time() + 400
-    while finished is None and time.time() < deadline and first.poll() is None:
-        time.sleep(0.25)
-        for result_file in exp_dir.glob("run_trial_*/result.json"):
-            if '"finished": true' in result_file.read_text():
-                finished = result_file.parent
-    assert finished is not None, "no trial finished in time"
-    assert "epochs=2_" in finished.name  # grid order: the short trial runs first
-    first.send_signal(signal.SIGINT)
-    output, _ = first.communicate(timeout=120)
-    assert first.returncode == 130, output[-3000:]  # interrupted mid-search
+    assert returncode == 130, output[-3000:]  # interrupted mid-search
+    (finished,) = exp_dir.glob("run_trial_*epochs=2_*")
+    assert '"finished": true' in (finished / "result.json").read_text()
 
     snapshot = write_snapshot(exp_dir)
     names = names_in(snapshot)

@@ -4,16 +4,15 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import interrupt_once_started
 
 from recbole_diffrec import run
 from recbole_diffrec.tune import (
@@ -408,9 +407,6 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
           max_concurrent_trials: 1
         """,
     )
-    # One trial at a time: when the first reports its end the second has not started,
-    # and its start-up and 30 epochs (some 25 s here) leave Ctrl+C, sent within a
-    # quarter second, ample time to land mid-search.
     command = (
         [
             sys.executable,
@@ -424,26 +420,15 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
         + ["--stopping_step=100"]
     )
     exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
-    first = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    # One trial at a time (grid order: the short one first): Ctrl+C once the second
+    # has started lands after the first has finished.
+    returncode, output = interrupt_once_started(
+        command, tmp_path, f"{exp_dir}/run_trial_*epochs=30_*"
     )
-    finished = None
-    deadline = time.time() + 400
-    while finished is None and time.time() < deadline and first.poll() is None:
-        time.sleep(0.25)
-        for result_file in exp_dir.glob("run_trial_*/result.json"):
-            if '"finished": true' in result_file.read_text():
-                finished = result_file.parent
-    assert finished is not None, "no trial finished in time"
-    assert "epochs=3_" in finished.name  # grid order: the short trial runs first
-    first.send_signal(signal.SIGINT)  # Ctrl+C while the second trial runs or waits
-    output, _ = first.communicate(timeout=120)
-    assert "interrupted; run the same command again to resume" in output
-    assert first.returncode == 130, output[-3000:]  # interrupted mid-search
+    assert "interrupted; run the same command again to resume" in output, output[-3000:]
+    assert returncode == 130, output[-3000:]  # interrupted mid-search
+    (finished,) = exp_dir.glob("run_trial_*epochs=3_*")
+    assert '"finished": true' in (finished / "result.json").read_text()
 
     second = subprocess.run(
         command, cwd=tmp_path, capture_output=True, text=True, timeout=600
