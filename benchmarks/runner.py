@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import (
     Any,
     Callable,
+    ContextManager,
     Dict,
     Iterable,
     List,
@@ -456,7 +457,8 @@ class Runner:
             f"{name}: finishing it with code {found.code}, which started it", flush=True
         )
         try:
-            commit = self.older_code(job, found, old_path.with_suffix(".log"))
+            with self.safeguard(job, found.code):
+                commit = self.older_code(job, found, old_path.with_suffix(".log"))
         except RuntimeError as err:
             raise SystemExit(
                 f"{name}: finishing it with code {found.code} failed: {err}"
@@ -485,12 +487,17 @@ class Runner:
         if prepare is not None:
             prepare(self, job)
 
+    def safeguard(self, job: Dict[str, Any], code: str) -> ContextManager[None]:
+        """Around a run of ``job`` by code version ``code``, in the process that watches
+        it: its section's ``safeguard`` hook (a running search's snapshot), if any."""
+        safeguard = getattr(self.sections[job["section"]], "safeguard", None)
+        return safeguard(self, job, code) if safeguard is not None else nullcontext()
+
     def run_job(self, job: Dict[str, Any]) -> None:
         """Run one job; its result replaces the job's results from other code."""
         code = self.code_version(job)  # the code this run starts with
         section = self.sections[job["section"]]
-        safeguard = getattr(section, "safeguard", None)
-        with safeguard(self, job) if safeguard is not None else nullcontext():
+        with self.safeguard(job, code):
             result = section.worker(self, job)
             if getattr(section, "annotate", None) is not None:
                 section.annotate(self, job, result)

@@ -28,6 +28,7 @@ from benchmarks.sections.tuned_folders import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = str(ROOT / "run_recbole_diffrec.py")
+CODE = "abcdef123456"  # the toy runner's code version
 
 
 def trial_entry(trial_id: str, status: str) -> dict:
@@ -112,11 +113,11 @@ def search_job(name="data-EASE"):
     return {"section": "tuned", "name": name, "phase": "search", "model": "EASE"}
 
 
-def toy_runner(tmp_path, code="abcdef123456"):
+def toy_runner(tmp_path, code=CODE):
     return Runner({}, Options(results=tmp_path), {}, code_versions={"tuned": code})
 
 
-def job_folder(tmp_path, job, code="abcdef123456"):
+def job_folder(tmp_path, job, code=CODE):
     return tmp_path / "tuned" / "tune" / f"{job['name']}-{job_digest(job)}-{code}"
 
 
@@ -150,7 +151,7 @@ def test_the_suite_restores_a_lost_folder_keeps_a_present_one_and_drops_done_one
     assert not job_folder(tmp_path, other).exists()
 
     # Once the search's result is written, its snapshot is dropped, not restored.
-    (tmp_path / "tuned" / f"{cache_key(job, 'abcdef123456')}.json").write_text("{}")
+    (tmp_path / "tuned" / f"{cache_key(job, CODE)}.json").write_text("{}")
     folder.rename(folder.with_name("elsewhere"))
     restore_snapshots(runner, job)
     assert not snapshot.exists() and not folder.exists()
@@ -180,7 +181,7 @@ def test_a_running_search_refreshes_its_snapshot_as_trials_finish(
         return finished_trials(restored)
 
     # A search that finishes its trials one by one, then writes its result.
-    with keep_snapshots(runner, job):
+    with keep_snapshots(runner, job, CODE):
         time.sleep(0.2)
         assert not snapshot.exists()  # no folder yet, then no finished trial
         make_folder(folder, ["TERMINATED", "RUNNING"])
@@ -194,13 +195,13 @@ def test_a_running_search_refreshes_its_snapshot_as_trials_finish(
     # An interrupted search leaves its newest snapshot, even between two rounds.
     monkeypatch.setattr(tuned_folders, "SNAPSHOT_EVERY_SECONDS", 3600)
     with pytest.raises(KeyboardInterrupt):
-        with keep_snapshots(runner, job):
+        with keep_snapshots(runner, job, CODE):
             raise KeyboardInterrupt
     assert len(finished_in_snapshot()) == 2
 
     # Other phases run without a keeper.
     snapshot.unlink()
-    with keep_snapshots(runner, {**job, "phase": "seed", "seed": 2020}):
+    with keep_snapshots(runner, {**job, "phase": "seed", "seed": 2020}, CODE):
         pass
     assert not snapshot.exists()
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -352,6 +353,62 @@ def test_a_run_older_code_started_is_finished_with_that_code_not_started_over(
     with pytest.raises(SystemExit, match=r"Toy \(4\): finishing it with code old"):
         runner.execute([{"section": "toy", "name": "Toy", "seed": 4}], "toy")
     assert not list((tmp_path / "results" / "toy").glob("*.lock"))
+
+
+def test_prepare_and_safeguard_hooks_surround_every_run_this_code_or_older(tmp_path):
+    # The tuned section restores a lost search in `prepare` and keeps its snapshot in
+    # `safeguard`; here a toy section records when the runner calls them.
+    events = []
+
+    def prepare(runner, job):
+        lock = runner.result_path(job).with_suffix(".lock")
+        events.append(("prepare", job["seed"], lock.is_file()))
+
+    @contextmanager
+    def safeguard(runner, job, code):
+        events.append(("enter", job["seed"], code))
+        try:
+            yield
+        except BaseException as err:
+            events.append(("failed", job["seed"], type(err).__name__))
+            raise
+        # a run of this code has written its result by now
+        events.append(("exit", job["seed"], runner.cached(job)))
+
+    hooked = Section(
+        **{
+            **TOY.__dict__,
+            "prepare": prepare,
+            "safeguard": safeguard,
+            "unfinished": lambda runner, job: (
+                Unfinished("old") if job["seed"] == 2 else None
+            ),
+        }
+    )
+    runner = toy_runner(tmp_path, "new")
+    runner.sections = {"toy": hooked}
+    runner.older_code = lambda job, unfinished, log: "0123456789abcdef"
+    toy_jobs(runner, {})
+    assert events == [
+        ("prepare", 1, True),  # under the job's lock
+        ("enter", 1, "new"),
+        ("exit", 1, True),
+        ("prepare", 2, True),
+        ("enter", 2, "old"),  # finished by the code that started it
+        ("exit", 2, False),  # (a stub: no result of the old code was written)
+    ]
+    assert runner.calls == [1]
+
+    def failing(job, unfinished, log):
+        raise RuntimeError("the run with commit 0123456789 failed; see x.log")
+
+    events.clear()
+    runner.older_code = failing
+    with pytest.raises(SystemExit):
+        runner.execute([{"section": "toy", "name": "Toy", "seed": 2}], "toy")
+    assert events == [("prepare", 2, True), ("enter", 2, "old")] + [
+        ("failed", 2, "RuntimeError")
+    ]
 
 
 def test_a_legacy_result_without_a_code_hash_is_read_and_marked_unknown(tmp_path):

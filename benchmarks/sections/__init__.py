@@ -54,10 +54,11 @@ class Section:
     - ``prepare(runner, job)``: called under the job's lock before it runs (or before
       older code finishes it): puts back what a lost machine took that the run can
       resume from (a search's Tune folder, from the snapshot ``safeguard`` kept).
-    - ``safeguard(runner, job)``: a context manager around the run in the process that
-      runs it, up to its result being written: keeps what survives the machine (a
-      running search's snapshot, refreshed as trials finish, dropped once the result is
-      written). Bookkeeping, outside the code hash like ``annotate``.
+    - ``safeguard(runner, job, code)``: a context manager around a run of ``job`` by
+      code version ``code`` (this checkout's, or the older code ``Runner.finish_older``
+      finishes it with), up to its result being written: keeps what survives the
+      machine (a running search's snapshot, refreshed as trials finish, dropped once
+      the result is written). Bookkeeping, outside the code hash like ``annotate``.
     """
 
     name: str
@@ -74,7 +75,7 @@ class Section:
     unfinished: Optional[Callable[[Runner, Job], Optional[str]]] = None
     annotate: Optional[Callable[[Runner, Job, Dict[str, Any]], None]] = None
     prepare: Optional[Callable[[Runner, Job], None]] = None
-    safeguard: Optional[Callable[[Runner, Job], ContextManager[None]]] = None
+    safeguard: Optional[Callable[[Runner, Job, str], ContextManager[None]]] = None
 
     def code_hash(self, model: Optional[str] = None) -> Optional[str]:
         """The hash of the code this section's runs (of ``model``, for a section hashed

@@ -192,10 +192,10 @@ SNAPSHOT_EVERY_SECONDS = float(os.environ.get("BENCH_SNAPSHOT_SECONDS", "60"))
 SNAPSHOT_SUFFIX = ".tar.gz"
 
 
-def search_folder(runner: Runner, job: Dict[str, Any]) -> Path:
-    """The Tune folder a search job of this checkout's code runs in (the name
+def search_folder(runner: Runner, job: Dict[str, Any], code: str) -> Path:
+    """The Tune folder a search job runs in with code version ``code`` (the name
     ``tuned.search_worker`` gives it)."""
-    name = f"{job['name']}-{job_digest(job)}-{runner.code_version(job)}"
+    name = f"{job['name']}-{job_digest(job)}-{code}"
     return runner.results_dir / "tuned" / "tune" / name
 
 
@@ -319,15 +319,17 @@ class _SnapshotKeeper(threading.Thread):
 
 
 @contextmanager
-def keep_snapshots(runner: Runner, job: Dict[str, Any]) -> Iterator[None]:
-    """Around a search job's run (``Section.safeguard``): its snapshot is refreshed
+def keep_snapshots(runner: Runner, job: Dict[str, Any], code: str) -> Iterator[None]:
+    """Around a search job's run by code version ``code`` (``Section.safeguard``: in
+    the process running it, or watching the worktree of the older code that finishes
+    it): its snapshot is refreshed
     every ``SNAPSHOT_EVERY_SECONDS`` (``BENCH_SNAPSHOT_SECONDS``) when trials have
     finished since the last one, and once more if the run stops without a result (an
     interruption); it is removed once the search's result is written."""
     if job.get("phase") != "search":
         yield
         return
-    folder = search_folder(runner, job)
+    folder = search_folder(runner, job, code)
     keeper = _SnapshotKeeper(folder, SNAPSHOT_EVERY_SECONDS)
     keeper.start()
     try:
