@@ -21,6 +21,7 @@ from benchmarks.sections.tuned_folders import (
     finished_trials,
     keep_snapshots,
     restore_snapshots,
+    snapshot_finished_trials,
     snapshot_path,
     unpack_snapshot,
     write_snapshot,
@@ -91,6 +92,7 @@ def test_a_snapshot_keeps_finished_trials_without_checkpoints_and_drops_the_othe
         ]
     )
     assert not list(snapshot.parent.glob("*.partial"))
+    assert snapshot_finished_trials(snapshot) == ["aaaaa_00000"]  # read in place
 
     # Unpacked, it is the folder less what it left out, byte for byte.
     restored = tmp_path / "restored" / name

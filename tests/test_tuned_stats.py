@@ -192,8 +192,23 @@ def test_a_pending_models_progress_is_read_from_the_results_and_tune_folder(tmp_
     folder = tmp_path / "tuned" / "tune" / f"d-M-{job_digest(search)}-old"
     folder.mkdir(parents=True)
     statuses = ["TERMINATED"] * 5 + ["ERROR", "RUNNING", "RUNNING"] + ["PENDING"] * 8
-    state = {"checkpoints": [json.dumps({"status": s}) for s in statuses]}
+    state = {
+        "checkpoints": [
+            json.dumps({"status": s, "trial_id": f"abcde_{i:05d}"})
+            for i, s in enumerate(statuses)
+        ]
+    }
     (folder / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(state))
+
+    # Only its committed snapshot here (the folder is on another machine, or was lost):
+    # the trials that finished, as the snapshot keeps them.
+    snapshot = tuned_folders.write_snapshot(folder)
+    shutil.move(folder, tmp_path / "away")
+    assert tuned_report.progress(runner, listed, ("d", "M")) == (
+        " (search: 5 of 16 trials done, as its snapshot has it)"
+    )
+    shutil.move(tmp_path / "away", folder)
+    snapshot.touch()  # the folder wins over its snapshot, even an older folder
     # an older state of the same search is ignored
     (folder / "experiment_state-2025-01-01_00-00-00.json").write_text("{}")
     assert tuned_report.progress(runner, listed, ("d", "M")) == (

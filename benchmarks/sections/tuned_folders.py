@@ -215,6 +215,45 @@ def finished_trials(folder: Path) -> List[str]:
     return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
 
 
+def snapshot_finished_trials(snapshot: Path) -> List[str]:
+    """:func:`finished_trials` of the folder a snapshot holds, read from the archive
+    (the newest experiment state is named by its start time, as in the folder)."""
+    import json
+
+    from recbole_diffrec.compat import experiment_state_trials
+
+    with tarfile.open(snapshot) as tar:
+        states = sorted(
+            (
+                m
+                for m in tar.getmembers()
+                if m.name.count("/") == 1
+                and m.name.split("/")[1].startswith("experiment_state-")
+            ),
+            key=lambda m: m.name,
+        )
+        if not states:
+            return []
+        state = json.loads(tar.extractfile(states[-1]).read())
+    trials = experiment_state_trials(state)
+    return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
+
+
+def search_snapshots(runner: Runner, search: Dict[str, Any]) -> Dict[str, Path]:
+    """The snapshots of ``search``'s Tune folders, by the code version their name ends
+    with, oldest first (as :func:`tune_folders`)."""
+    stem = f"{search['name']}-{job_digest(search)}-"
+    found = sorted(
+        (runner.results_dir / "tuned" / "snapshots").glob(glob.escape(stem) + "*"),
+        key=lambda p: p.stat().st_mtime,
+    )
+    return {
+        p.name[len(stem) : -len(SNAPSHOT_SUFFIX)]: p
+        for p in found
+        if p.name.endswith(SNAPSHOT_SUFFIX)
+    }
+
+
 def write_snapshot(folder: Path) -> Optional[Path]:
     """Write the snapshot of the Tune folder ``folder`` (replacing an older one), once a
     trial has finished; returns its path, or None when no trial has finished yet."""

@@ -18,7 +18,13 @@ from ..report import save_figure
 from ..runner import ROOT, Runner
 from ..stats import align_users, holm, mean_ci, paired_pvalue
 from .accuracy import METRICS
-from .tuned_folders import search_time, trials_done, tune_folders
+from .tuned_folders import (
+    search_snapshots,
+    search_time,
+    snapshot_finished_trials,
+    trials_done,
+    tune_folders,
+)
 
 ALPHA = 0.05  # significance level of the verdicts (after Holm's correction)
 
@@ -108,8 +114,8 @@ def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
 def progress(runner: Runner, listed: Dict[str, Any], key: Tuple[str, str]) -> str:
     """How far a pending model has got, as text to put after its name: its seeds done
     once its search is, or the trials done of a search under way in this machine's Tune
-    folder (of any code version). The Tune folders are not committed, so a report built
-    elsewhere shows less."""
+    folder (of any code version). Elsewhere (the Tune folders are not committed), the
+    trials finished in the search's committed snapshot."""
     search = listed["searches"].get(key)
     if search is None:
         return ""
@@ -118,10 +124,14 @@ def progress(runner: Runner, listed: Dict[str, Any], key: Tuple[str, str]) -> st
         done = sum(runner.cached(j) for j in seeds)
         return f" (search done; seeds: {done} of {len(seeds)} done)"
     folders = tune_folders(runner, search)
-    if not folders:
-        return ""
-    done = trials_done(list(folders.values())[-1])
-    return f" (search: {done} of {search['trials']} trials done)"
+    if folders:
+        done = trials_done(list(folders.values())[-1])
+        return f" (search: {done} of {search['trials']} trials done)"
+    snapshots = search_snapshots(runner, search)
+    if snapshots:
+        done = len(snapshot_finished_trials(list(snapshots.values())[-1]))
+        return f" (search: {done} of {search['trials']} trials done, as its snapshot has it)"
+    return ""
 
 
 def per_user_mean(
