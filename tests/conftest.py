@@ -35,6 +35,17 @@ def release_settings(folder, workdir, **extra):
     }
 
 
+# Command-line settings for tiny DiffRec searches on ml-100k: a few seconds per trial.
+TINY_SEARCH = [
+    "--epochs=3",
+    "--eval_step=1",
+    "--steps=5",
+    "--dims_dnn=[64]",
+    "--train_batch_size=64",
+    "--state=WARNING",
+    "--show_progress=False",
+]
+
 # Settings that keep end-to-end runs on ml-100k to a few seconds.
 FAST = {
     "epochs": 2,

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import interrupt_once_started
+from conftest import TINY_SEARCH, interrupt_once_started
 
 from benchmarks.runner import Options, Runner, cache_key, job_digest
 from benchmarks.sections import tuned_folders
@@ -227,13 +227,8 @@ def test_a_search_resumes_from_a_snapshot_after_its_folder_is_lost(tmp_path):
         "--model=DiffRec",
         "--dataset=ml-100k",
         f"--tune={space}",
-        "--eval_step=1",
-        "--steps=5",
-        "--dims_dnn=[64]",
-        "--train_batch_size=64",
+        *TINY_SEARCH,
         "--stopping_step=100",
-        "--state=WARNING",
-        "--show_progress=False",
     ]
     exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
     # One trial at a time (grid order: the short one first): Ctrl+C once the second

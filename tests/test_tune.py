@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import TINY_SEARCH as TINY
 from conftest import interrupt_once_started
 
 from recbole_diffrec import run
@@ -27,16 +28,6 @@ from recbole_diffrec.tune import (
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNER = str(ROOT / "run_recbole_diffrec.py")
-# Tiny DiffRec runs on ml-100k: a few seconds of training per trial.
-TINY = [
-    "--epochs=3",
-    "--eval_step=1",
-    "--steps=5",
-    "--dims_dnn=[64]",
-    "--train_batch_size=64",
-    "--state=WARNING",
-    "--show_progress=False",
-]
 
 
 def write(path: Path, text: str) -> str:

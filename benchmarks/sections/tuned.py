@@ -297,8 +297,12 @@ def worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
 
 # ---------------------------------------------------------------------------- report
 # (the report code is in tuned_report.py, the Tune folders' bookkeeping in tuned_folders.py)
-from .tuned_folders import annotate, keep_snapshots, restore_snapshots  # noqa: E402
-from .tuned_folders import unfinished  # noqa: E402
+from .tuned_folders import (  # noqa: E402
+    annotate,
+    keep_snapshots,
+    restore_snapshots,
+    unfinished,
+)
 from .tuned_report import differ, witnesses  # noqa: E402
 
 SECTION = Section(

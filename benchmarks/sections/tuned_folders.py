@@ -10,6 +10,7 @@ Bookkeeping only: not part of any result's code hash.
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import shutil
@@ -24,16 +25,22 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from ..runner import ROOT, Runner, Unfinished, cache_key, job_digest
 
 
+def _by_code(folder: Path, search: Dict[str, Any], suffix: str = "") -> Dict[str, Path]:
+    """The entries ``<name>-<job digest>-<code><suffix>`` of ``search`` in ``folder``, by
+    code version, oldest first."""
+    stem = f"{search['name']}-{job_digest(search)}-"
+    found = sorted(
+        folder.glob(glob.escape(stem) + "*" + suffix), key=lambda p: p.stat().st_mtime
+    )
+    return {p.name[len(stem) : len(p.name) - len(suffix)]: p for p in found}
+
+
 def tune_folders(runner: Runner, search: Dict[str, Any]) -> Dict[str, Path]:
     """The Tune folders of ``search`` on this machine, by the code version their name ends
     with (``<name>-<job digest>-<code>`` under ``<results>/tuned/tune``, as
     ``tuned.search_worker`` names them), oldest first."""
-    stem = f"{search['name']}-{job_digest(search)}-"
-    folders = sorted(
-        (runner.results_dir / "tuned" / "tune").glob(glob.escape(stem) + "*"),
-        key=lambda p: p.stat().st_mtime,
-    )
-    return {p.name[len(stem) :]: p for p in folders if p.is_dir()}
+    found = _by_code(runner.results_dir / "tuned" / "tune", search)
+    return {code: p for code, p in found.items() if p.is_dir()}
 
 
 def trials_done(folder: Path) -> int:
@@ -74,8 +81,6 @@ def search_active_seconds(folder: Path) -> Optional[float]:
     misses is Ray's start-up, a trial's work after its last report in a session that
     was killed, and the chosen trial's test evaluation when the scheduler stopped it.
     None when no trial has reported."""
-    import json
-
     spans: List[Tuple[float, float]] = []
     for starts_file in folder.glob("*/starts.log"):
         results_file = starts_file.parent / "result.json"
@@ -141,7 +146,6 @@ def move_search(folder: Path, result: Path, checkout: Path) -> None:
     the same way. Those paths are renamed to the same files under ``checkout`` (the
     worktree's ``dataset/`` is this checkout's), and the move is recorded under
     ``moved`` in the manifest and the result."""
-    import json
     import os
 
     from recbole_diffrec.utils import write_text_atomically
@@ -205,23 +209,26 @@ def snapshot_path(folder: Path) -> Path:
     return folder.parent.parent / "snapshots" / f"{folder.name}{SNAPSHOT_SUFFIX}"
 
 
-def finished_trials(folder: Path) -> List[str]:
-    """Ids of the trials that finished (Ray's TERMINATED) in the Tune folder ``folder``,
-    from its newest experiment state. Errored trials do not count: a resume runs them
-    again."""
-    from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
+def _finished(state: Dict[str, Any]) -> List[str]:
+    """Ids of the trials an experiment state records as finished (Ray's TERMINATED).
+    Errored trials do not count: a resume runs them again."""
+    from recbole_diffrec.compat import experiment_state_trials
 
-    trials = experiment_state_trials(latest_experiment_state(folder))
+    trials = experiment_state_trials(state)
     return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
+
+
+def finished_trials(folder: Path) -> List[str]:
+    """Ids of the trials that finished in the Tune folder ``folder``, from its newest
+    experiment state."""
+    from recbole_diffrec.compat import latest_experiment_state
+
+    return _finished(latest_experiment_state(folder))
 
 
 def snapshot_finished_trials(snapshot: Path) -> List[str]:
     """:func:`finished_trials` of the folder a snapshot holds, read from the archive
     (the newest experiment state is named by its start time, as in the folder)."""
-    import json
-
-    from recbole_diffrec.compat import experiment_state_trials
-
     with tarfile.open(snapshot) as tar:
         states = sorted(
             (
@@ -234,24 +241,13 @@ def snapshot_finished_trials(snapshot: Path) -> List[str]:
         )
         if not states:
             return []
-        state = json.loads(tar.extractfile(states[-1]).read())
-    trials = experiment_state_trials(state)
-    return [t["trial_id"] for t in trials if t.get("status") == "TERMINATED"]
+        return _finished(json.loads(tar.extractfile(states[-1]).read()))
 
 
 def search_snapshots(runner: Runner, search: Dict[str, Any]) -> Dict[str, Path]:
     """The snapshots of ``search``'s Tune folders, by the code version their name ends
     with, oldest first (as :func:`tune_folders`)."""
-    stem = f"{search['name']}-{job_digest(search)}-"
-    found = sorted(
-        (runner.results_dir / "tuned" / "snapshots").glob(glob.escape(stem) + "*"),
-        key=lambda p: p.stat().st_mtime,
-    )
-    return {
-        p.name[len(stem) : -len(SNAPSHOT_SUFFIX)]: p
-        for p in found
-        if p.name.endswith(SNAPSHOT_SUFFIX)
-    }
+    return _by_code(runner.results_dir / "tuned" / "snapshots", search, SNAPSHOT_SUFFIX)
 
 
 def write_snapshot(folder: Path) -> Optional[Path]:
@@ -259,11 +255,12 @@ def write_snapshot(folder: Path) -> Optional[Path]:
     trial has finished; returns its path, or None when no trial has finished yet."""
     from recbole_diffrec.compat import experiment_state_trials, latest_experiment_state
 
-    trials = experiment_state_trials(latest_experiment_state(folder))
-    finished = {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
+    state = latest_experiment_state(folder)
+    finished = set(_finished(state))
     if not finished:
         return None
     # Ray names a trial's folder <trainable>_<trial id>_<index>_<params>_<date>.
+    trials = experiment_state_trials(state)
     left_out = [f"_{t['trial_id']}_" for t in trials if t["trial_id"] not in finished]
 
     def kept(path: Path) -> bool:
@@ -307,21 +304,17 @@ def restore_snapshots(runner: Runner, job: Dict[str, Any]) -> None:
     a search whose result is written is no longer needed and is removed."""
     if job.get("phase") != "search":
         return
-    stem = f"{job['name']}-{job_digest(job)}-"
     tuned = runner.results_dir / "tuned"
-    for snapshot in sorted((tuned / "snapshots").glob(glob.escape(stem) + "*")):
-        if not snapshot.name.endswith(SNAPSHOT_SUFFIX):
-            continue
-        name = snapshot.name[: -len(SNAPSHOT_SUFFIX)]
-        if (tuned / f"{cache_key(job, name[len(stem):])}.json").is_file():
+    for code, snapshot in search_snapshots(runner, job).items():
+        if (tuned / f"{cache_key(job, code)}.json").is_file():
             snapshot.unlink()
             continue
-        folder = tuned / "tune" / name
+        folder = search_folder(runner, job, code)
         if folder.exists():
             continue
         unpack_snapshot(snapshot, folder)
         print(
-            f"{job['name']}: its Tune folder was missing; restored {name} from "
+            f"{job['name']}: its Tune folder was missing; restored {folder.name} from "
             f"{snapshot} ({len(finished_trials(folder))} trials finished), to resume",
             flush=True,
         )
@@ -361,10 +354,10 @@ class _SnapshotKeeper(threading.Thread):
 def keep_snapshots(runner: Runner, job: Dict[str, Any], code: str) -> Iterator[None]:
     """Around a search job's run by code version ``code`` (``Section.safeguard``: in
     the process running it, or watching the worktree of the older code that finishes
-    it): its snapshot is refreshed
-    every ``SNAPSHOT_EVERY_SECONDS`` (``BENCH_SNAPSHOT_SECONDS``) when trials have
-    finished since the last one, and once more if the run stops without a result (an
-    interruption); it is removed once the search's result is written."""
+    it): its snapshot is refreshed every ``SNAPSHOT_EVERY_SECONDS``
+    (``BENCH_SNAPSHOT_SECONDS``) when trials have finished since the last one, and once
+    more if the run stops without a result (an interruption); it is removed once the
+    search's result is written."""
     if job.get("phase") != "search":
         yield
         return
