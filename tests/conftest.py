@@ -1,8 +1,41 @@
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container or taskset may allow fewer than
+    the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+# Under pytest-xdist (setup.cfg's `-n auto`) the workers share the cores: each worker's
+# torch pool gets its share instead of every core, which oversubscribes them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(
+        max(1, usable_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    )
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per usable CPU (xdist's own count is of physical cores:
+    one on a machine of two hyper-threads), at most 8: each worker holds torch and
+    RecBole and some start Ray, and the longest test bounds the run anyway."""
+    return min(usable_cpus(), 8)
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort keeps their order otherwise): the workers then
+    finish together instead of one running a long test after the other is done."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PROTOCOL_YAML = str(ROOT / "properties" / "dataset" / "ml-1m_clean.yaml")

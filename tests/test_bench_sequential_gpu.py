@@ -28,6 +28,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_run_is_selected_on_validation_and_reported(tmp_path):
     out = tmp_path / "out"
     args = ["--dataset", "tiny-seq", "--dataset-config", str(tiny_dataset(tmp_path))]

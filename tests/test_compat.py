@@ -114,6 +114,7 @@ def test_the_newest_experiment_state_is_told_by_its_name(tmp_path):
     assert compat.latest_experiment_state(tmp_path / "missing") == {}
 
 
+@pytest.mark.slow
 def test_tune_helpers_report_every_step_into_the_experiment_folder(tmp_path):
     ray = pytest.importorskip("ray")
     from ray import tune

@@ -33,6 +33,9 @@ from recbole_diffrec.distributed import DistributedRunError
 from recbole_diffrec.errors import BadInputError
 from recbole_diffrec.quick_start import run, run_config
 
+# Under pytest-xdist these tests stay on one worker: most share the module's `runs`, which
+# trains every model once in one process and once in two.
+pytestmark = pytest.mark.xdist_group("distributed-runs")
 EXACT = {"learner": "sgd", "learning_rate": 0.001, "dropout": 0.0}
 
 
@@ -174,6 +177,7 @@ def test_a_failing_rank_stops_the_job_with_one_error():
     assert time.perf_counter() - start < 100  # the collective's timeout is 120 s
 
 
+@pytest.mark.slow
 def test_two_launchers_join_one_job_like_two_nodes(tmp_path):
     """RecBole's multi-node flags through the command line: two launchers on this machine
     (one process each, world_size 2, group_offset 0 and 1, the same ip and port) train

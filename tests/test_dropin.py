@@ -16,6 +16,7 @@ from recbole_diffrec.models.diffrec import DiffRec
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_readme_dropin_example_runs(workdir):
     script = ROOT / "examples" / "dropin_recbole_script.py"
     assert script.name in (ROOT / "README.md").read_text()

@@ -469,6 +469,7 @@ def _python(*args: str, cwd: Path, env=None):
     )
 
 
+@pytest.mark.slow
 def test_the_real_command_prints_one_error_line(workdir):
     root = Path(__file__).resolve().parents[1]
     settings = _write_atomic_case(workdir, inter_with("3\t4\t5\tsoon"), {})

@@ -36,6 +36,7 @@ def read(folder: Path, name: str) -> dict:
 
 
 # parallel 2: the second invocation's sequential runs in worker processes, as on a GPU
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_rehearsal_cut_resumed_and_reported(tmp_path, monkeypatch, parallel):
     kmeans_stand_in(monkeypatch)

@@ -260,6 +260,7 @@ QUIET = {"show_progress": False, "state": "WARNING"}
 SMALL = {**QUIET, "factor_dim": 64}
 
 
+@pytest.mark.slow
 def test_gfcf_and_bspm_on_ml100k_beat_popularity_and_reload(workdir):
     floor = run("Pop", "ml-100k", config_dict=dict(QUIET), saved=False)
     pop = floor["test_result"]

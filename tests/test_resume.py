@@ -140,6 +140,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model, point", CASES)
 def test_killed_run_resumes_bit_for_bit(workdir, model, point):
     extra, kill, epochs = MODELS[model], KILLS[point], EPOCHS

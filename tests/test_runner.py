@@ -125,6 +125,7 @@ def test_cli_unknown_model_exits_with_one_clear_error(workdir, capsys, monkeypat
     assert err.count("error:") == 1 and "LightGCN" in err
 
 
+@pytest.mark.slow
 def test_cli_script_runs_end_to_end(workdir):
     args = [f"--{k}={v}" for k, v in FAST.items()] + ["--epochs=1"]
     args = [a for a in args if not a.startswith("--epochs=2")]

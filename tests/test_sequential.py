@@ -100,6 +100,7 @@ def test_reverse_chain_variance_matches_closed_form(variance):
 
 
 # ---------------------------------------------------------------------------- models
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_shapes_and_loss_decreases_on_generated_sequences(sequences, model):
     config, net, train, valid, _ = build(model, {**sequences, "learning_rate": 0.01})
@@ -286,6 +287,7 @@ def test_empty_history_is_refused():
         check_sequence_lengths(torch.tensor([3, 0, 2]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODELS)
 def test_end_to_end_on_ml100k_with_checkpoint(workdir, model):
     settings = {

@@ -208,6 +208,7 @@ def test_a_running_search_refreshes_its_snapshot_as_trials_finish(
     assert not snapshot.exists()
 
 
+@pytest.mark.slow
 def test_a_search_resumes_from_a_snapshot_after_its_folder_is_lost(tmp_path):
     # A real search of two trials, interrupted while the second runs; what survives is
     # only its snapshot. Resumed from it, the finished trial is not run again and the

@@ -751,6 +751,7 @@ def check_quick_report(report_text: str, results: Path) -> None:
     assert len(list(results.glob("tuned/*.users.npz"))) == 4
 
 
+@pytest.mark.slow
 def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     results = tmp_path / "quick"
     first = run_suite(results)

@@ -180,6 +180,7 @@ def test_trial_device_and_helpers(monkeypatch):
     assert parse_cli_value("__import__('os')") == "__import__('os')"  # never evaluated
 
 
+@pytest.mark.slow
 def test_ray_is_imported_only_for_searches(tmp_path):
     script = textwrap.dedent("""
         import sys
@@ -229,6 +230,7 @@ def read_trials(exp_dir: Path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_two_trial_search_reports_every_evaluation_and_best_yaml_reruns(workdir):
     space = write(
         workdir / "space.yaml",
@@ -384,6 +386,7 @@ def stop_processes_using(temp_dir: str, port: int) -> None:
     psutil.wait_procs(mine, timeout=30)
 
 
+@pytest.mark.slow
 def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
     tmp_path, ray_cluster
 ):
