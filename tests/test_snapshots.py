@@ -1,19 +1,15 @@
 """Snapshots of the tuned suite's searches (benchmarks/sections/tuned_folders.py): what a
-snapshot keeps and leaves out, when the suite takes, restores and drops one, and a real
-search resumed from one after its Tune folder was lost."""
+snapshot keeps and leaves out, when the suite takes, restores and drops one. A real search
+resumed from one after its Tune folder was lost: tests/test_tune.py, on a Ray cluster.
+"""
 
-import csv
 import json
 import shutil
-import subprocess
-import sys
 import tarfile
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_SEARCH, interrupt_once_started
 
 from benchmarks.runner import Options, Runner, cache_key, job_digest
 from benchmarks.sections import tuned_folders
@@ -27,8 +23,6 @@ from benchmarks.sections.tuned_folders import (
     write_snapshot,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-RUNNER = str(ROOT / "run_recbole_diffrec.py")
 CODE = "abcdef123456"  # the toy runner's code version
 
 
@@ -206,62 +200,3 @@ def test_a_running_search_refreshes_its_snapshot_as_trials_finish(
     with keep_snapshots(runner, {**job, "phase": "seed", "seed": 2020}, CODE):
         pass
     assert not snapshot.exists()
-
-
-@pytest.mark.slow
-def test_a_search_resumes_from_a_snapshot_after_its_folder_is_lost(tmp_path):
-    # A real search of two trials, interrupted while the second runs; what survives is
-    # only its snapshot. Resumed from it, the finished trial is not run again and the
-    # other runs afresh (its checkpoint went with the folder).
-    space = tmp_path / "space.yaml"
-    space.write_text(textwrap.dedent("""
-            space:
-              epochs: {grid: [2, 20]}
-            tune:
-              num_samples: 1
-              scheduler: fifo
-              max_concurrent_trials: 1
-            """))
-    command = [
-        sys.executable,
-        RUNNER,
-        "--model=DiffRec",
-        "--dataset=ml-100k",
-        f"--tune={space}",
-        *TINY_SEARCH,
-        "--stopping_step=100",
-    ]
-    exp_dir = tmp_path / "saved" / "tune" / "DiffRec-ml-100k-space"
-    # One trial at a time (grid order: the short one first): Ctrl+C once the second
-    # has started lands after the first has finished.
-    returncode, output = interrupt_once_started(
-        command, tmp_path, f"{exp_dir}/run_trial_*epochs=20_*"
-    )
-    assert returncode == 130, output[-3000:]  # interrupted mid-search
-    (finished,) = exp_dir.glob("run_trial_*epochs=2_*")
-    assert '"finished": true' in (finished / "result.json").read_text()
-
-    snapshot = write_snapshot(exp_dir)
-    names = names_in(snapshot)
-    assert any(finished.name in n for n in names)
-    assert not any("epochs=20_" in n for n in names)  # the unfinished trial
-    assert not any("/checkpoints/" in n for n in names)
-    shutil.rmtree(exp_dir)  # the machine is lost with everything not committed
-    unpack_snapshot(snapshot, exp_dir)
-
-    second = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=600
-    )
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert "resuming the search" in second.stdout
-    best = json.loads((exp_dir / "best.json").read_text())
-    with open(exp_dir / "trials.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == 2 and {r["status"] for r in rows} == {"finished"}
-    assert best["trial"] in {r["trial"] for r in rows}
-    assert (finished / "starts.log").read_text().count("\n") == 1  # not run again
-    (other,) = [p for p in exp_dir.glob("run_trial_*") if "epochs=20_" in p.name]
-    assert (other / "starts.log").read_text().count("\n") == 1  # afresh, once
-    progress = (other / "result.json").read_text().splitlines()
-    epochs = [json.loads(line)["epoch"] for line in progress if line.strip()]
-    assert epochs[0] == 1 and max(epochs) <= 20  # from epoch 1, nothing from before
