@@ -27,7 +27,10 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per usable CPU (xdist's own count is of physical cores:
     one on a machine of two hyper-threads), at most 8: each worker holds torch and
-    RecBole and some start Ray, and the longest test bounds the run anyway."""
+    RecBole and some start Ray, and the longest test bounds the run anyway.
+    PYTEST_XDIST_AUTO_NUM_WORKERS still sets the number, as in xdist."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
     return min(usable_cpus(), 8)
 
 
