@@ -28,9 +28,9 @@ def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker per usable CPU (xdist's own count is of physical cores:
     one on a machine of two hyper-threads), at most 8: each worker holds torch and
     RecBole and some start Ray, and the longest test bounds the run anyway.
-    PYTEST_XDIST_AUTO_NUM_WORKERS still sets the number, as in xdist."""
+    PYTEST_XDIST_AUTO_NUM_WORKERS still sets the number: xdist's own hook reads it."""
     if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
-        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+        return None  # the next implementation of this first-result hook, xdist's
     return min(usable_cpus(), 8)
 
 

@@ -1,4 +1,5 @@
-"""Ray Tune searches: the space checks (no Ray), and real searches on a local Ray and on\na running cluster, interrupted and resumed."""
+"""Ray Tune searches: the space checks (no Ray), and real searches on a local Ray and on
+a running cluster, interrupted and resumed."""
 
 import csv
 import json
@@ -431,7 +432,7 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
     assert '"finished": true' in (finished / "result.json").read_text()
 
     # What the suite commits while a search runs: finished trials without checkpoints.
-    snapshot = shutil.copy(write_snapshot(exp_dir), tmp_path / "snapshot.tar.gz")
+    snapshot = write_snapshot(exp_dir)  # beside the Tune folders, not in this one
     with tarfile.open(snapshot) as tar:
         names = tar.getnames()
     assert any(finished.name in n for n in names)
@@ -439,23 +440,23 @@ def test_interrupted_search_on_a_cluster_resumes_without_losing_finished_trials(
     assert not any("/checkpoints/" in n for n in names)
 
     def resume_and_check():
-        run = subprocess.run(
+        resumed = subprocess.run(
             command, cwd=tmp_path, capture_output=True, text=True, timeout=600
         )
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         trials = read_trials(exp_dir)
         assert len(trials) == 2 and {t["status"] for t in trials} == {"finished"}
         best = json.loads((exp_dir / "best.json").read_text())
         assert best["trial"] in {t["trial"] for t in trials}
-        assert "resuming the search" in run.stdout
-        assert "Connecting to existing Ray cluster" in run.stderr + run.stdout
+        assert "resuming the search" in resumed.stdout
+        assert "Connecting to existing Ray cluster" in resumed.stderr + resumed.stdout
         # The trial finished before Ctrl+C was not run again.
         assert (finished / "starts.log").read_text().count("\n") == 1
 
     resume_and_check()  # from the folder as the interrupted search left it
 
     shutil.rmtree(exp_dir)  # the machine is lost with everything not committed
-    unpack_snapshot(Path(snapshot), exp_dir)
+    unpack_snapshot(snapshot, exp_dir)
     resume_and_check()
     (other,) = [p for p in exp_dir.glob("run_trial_*") if "epochs=12_" in p.name]
     assert (other / "starts.log").read_text().count("\n") == 1  # afresh, once
