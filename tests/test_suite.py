@@ -790,3 +790,26 @@ def test_quick_suite_writes_every_section_and_reuses_cached_runs(tmp_path):
     assert f"| 500 | 573 | 16,568 | LDiffRec{STALE_MARK} |" in text
     assert "**Stale: 1 of 4 results come from older code** (1 of them" in text
     assert "1 of unknown code version" in text.split("## Accuracy")[0]
+
+
+def test_bench_extra_is_read_from_setup_cfg():
+    # RecBole's LDiffRec imports kmeans_pytorch without declaring it; the extra carries it.
+    assert suite.extra_requirements("bench") == ["kmeans-pytorch"]
+    assert "pytest-xdist" in suite.extra_requirements("dev")
+    assert suite.extra_requirements("no-such-extra") == []
+
+
+def test_suite_refuses_to_start_without_the_bench_extra(monkeypatch, tmp_path):
+    monkeypatch.setattr(
+        suite, "extra_requirements", lambda extra: ["no-such-dist-for-recbole-diffrec"]
+    )
+    with pytest.raises(SystemExit) as stop:
+        suite.main(["--sections", "steps", "--results", str(tmp_path)])
+    message = str(stop.value)
+    assert "no-such-dist-for-recbole-diffrec" in message
+    assert 'pip install -e ".[bench]"' in message
+    assert not any(tmp_path.rglob("*.json"))  # nothing ran
+    # Reporting the cache needs nothing beyond the package.
+    monkeypatch.setattr(suite, "write_report", lambda *a, **k: None)
+    monkeypatch.setattr(suite, "build_parts", lambda *a, **k: {})
+    suite.main(["--cached-only", "--sections", "steps", "--results", str(tmp_path)])
