@@ -52,16 +52,17 @@ from .spec import load_spec  # noqa: E402
 
 
 def extra_requirements(extra: str) -> List[str]:
-    """The distribution names setup.cfg lists under ``extra`` (``[options.extras_require]``)."""
+    """The distribution names setup.cfg lists under ``extra`` (``[options.extras_require]``)
+    for this interpreter (environment markers evaluated)."""
     import configparser
-    import re
+
+    from packaging.requirements import Requirement
 
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
     lines = parser.get("options.extras_require", extra, fallback="").splitlines()
-    return [
-        re.split(r"[<>=!~;\[ ]", line.strip(), 1)[0] for line in lines if line.strip()
-    ]
+    requirements = [Requirement(line) for line in lines if line.strip()]
+    return [r.name for r in requirements if r.marker is None or r.marker.evaluate()]
 
 
 def missing_bench_requirements() -> List[str]:
