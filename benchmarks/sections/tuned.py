@@ -8,20 +8,23 @@ properties/experiment/tuned_suite.yaml.
 
 Jobs per dataset and model, in the spec's order: ``search`` (the whole Tune search, in
 ``<results>/tuned/tune/``, which resumes an interrupted search), then one ``seed`` job per
-seed and one ``rerun`` job, both built from the search's result.
+seed and one ``rerun`` job, both built from the search's result. A seed or rerun job
+interrupted with its machine's session continues from its last training state
+(``progress_file``), so runs longer than a session finish.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from ..runner import ROOT, Runner, job_digest
+from ..runner import ROOT, Runner, job_digest, write_atomically
 from ..training import QUICK_OVERRIDES, peak_rss_mb, quick_dataset, timed_trainer
 from . import Section
 from .tuned_report import render, users_file
@@ -224,9 +227,111 @@ def per_user_ndcg(topk: np.ndarray, k: int) -> np.ndarray:
     return dcg / ideal
 
 
-def seed_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
+def progress_file(runner: Runner, job: Dict[str, Any]) -> Path:
+    """Where a seed or rerun job records its training-state file between sessions, with
+    the wall seconds and epoch times behind it (git-ignored: the state files it names
+    are on this machine only)."""
+    name = runner.result_path(job).stem + ".json"
+    return runner.results_dir / "tuned" / "progress" / name
+
+
+def recorded_state(progress: Path) -> Optional[str]:
+    """The training-state file an interrupted run of this job left, or None (none
+    recorded, or it is gone with its machine: the run starts afresh)."""
+    if not progress.is_file():
+        return None
+    state = json.loads(progress.read_text()).get("state_file")
+    if state and os.path.isfile(state):
+        return state
+    progress.unlink()
+    return None
+
+
+def resumable(
+    base: type, progress: Path, epoch_seconds: List[float], clock: Dict[str, float]
+) -> type:
+    """``base`` recording in ``progress``, just before each training-state file it writes,
+    the wall seconds since the job started (over every session) and the epoch times so
+    far; resumed from such a file, it takes both back (``clock["offset"]``,
+    ``epoch_seconds``), so the result counts the time and epochs before the
+    interruption. The last two records are kept: a kill between the record and its state
+    file leaves the previous state, whose record is still there."""
+
+    class Resumable(base):
+        def _write_training_state(self, epochs_done: int) -> None:
+            if not self._writes_files():
+                return super()._write_training_state(epochs_done)
+            record = {
+                "epochs_done": int(epochs_done),
+                "seconds": clock["offset"] + time.perf_counter() - clock["start"],
+                "epoch_seconds": list(epoch_seconds[:epochs_done]),
+            }
+            earlier = [r for r in _records(progress) if r["epochs_done"] < epochs_done]
+            progress.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(
+                progress,
+                {"state_file": self.state_file, "records": [*earlier[-1:], record]},
+            )
+            super()._write_training_state(epochs_done)
+
+        def resume_training(self, state_file: str) -> None:
+            super().resume_training(state_file)
+            done = [
+                r for r in _records(progress) if r["epochs_done"] == self.start_epoch
+            ]
+            if not done:
+                raise RuntimeError(
+                    f"{progress}: no record for the {self.start_epoch} epochs of "
+                    f"{state_file}; delete both to start the run afresh"
+                )
+            clock["offset"] = done[-1]["seconds"]
+            epoch_seconds[:] = done[-1]["epoch_seconds"]
+
+    return Resumable
+
+
+def _records(progress: Path) -> List[Dict[str, Any]]:
+    return json.loads(progress.read_text())["records"] if progress.is_file() else []
+
+
+def run_resumably(
+    runner: Runner,
+    job: Dict[str, Any],
+    base: type,
+    run_kwargs: Dict[str, Any],
+    epoch_seconds: Optional[List[float]] = None,
+) -> tuple:
+    """``recbole_diffrec.run`` for a seed or rerun job with a trainer made from ``base``
+    by :func:`resumable`, continuing from the training state an interrupted run of the
+    job left. Returns ``(result, seconds to result over every session)``; the run's
+    files are removed once its numbers are in."""
     from recbole_diffrec import run
 
+    progress = progress_file(runner, job)
+    clock = {"start": time.perf_counter(), "offset": 0.0}
+    epochs = [] if epoch_seconds is None else epoch_seconds
+    trainer = resumable(base, progress, epochs, clock)
+    state = recorded_state(progress)
+    if state is not None:
+        # Only then: a fresh run's settings stay exactly what they were before resuming.
+        extra = {**(run_kwargs.pop("config_dict", None) or {}), "resume": state}
+        run_kwargs["config_dict"] = extra
+    result = run(
+        job["model"],
+        run_name(runner, job),
+        saved=True,
+        trainer_class=trainer,
+        **run_kwargs,
+    )
+    seconds = clock["offset"] + time.perf_counter() - clock["start"]
+    for name in (result["model_file"], result.get("state_file")):
+        if name:  # the numbers are what is kept
+            Path(name).unlink(missing_ok=True)
+    progress.unlink(missing_ok=True)
+    return result, seconds
+
+
+def seed_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
     captured: Dict[str, Any] = {}
     trainer, epoch_seconds, evaluations = per_user_trainer(job["model"], captured)
     settings = {
@@ -235,17 +340,16 @@ def seed_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
         **job["settings"],
         "seed": job["seed"],
     }
-    start = time.perf_counter()
-    result = run(
-        job["model"],
-        run_name(runner, job),
-        config_file_list=dataset_files(runner, job["dataset"]),
-        config_dict=settings,
-        saved=True,
-        trainer_class=trainer,
+    result, seconds = run_resumably(
+        runner,
+        job,
+        trainer,
+        {
+            "config_file_list": dataset_files(runner, job["dataset"]),
+            "config_dict": settings,
+        },
+        epoch_seconds,
     )
-    seconds = time.perf_counter() - start
-    Path(result["model_file"]).unlink(missing_ok=True)  # the numbers are what is kept
     metric = job["per_user_metric"]
     k = int(metric.split("@")[1])
     scores = per_user_ndcg(captured["topk"], k)
@@ -273,18 +377,13 @@ def seed_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
 
 def rerun_worker(runner: Runner, job: Dict[str, Any]) -> Dict[str, Any]:
     """The search's best.yaml run as it is, as a user would rerun it."""
-    from recbole_diffrec import run
+    from recbole_diffrec import get_model, get_trainer
 
     with tempfile.TemporaryDirectory() as folder:
         best = Path(folder) / "best.yaml"
         best.write_text(job["best_yaml"])
-        result = run(
-            job["model"],
-            run_name(runner, job),
-            config_file_list=[str(best)],
-            saved=True,
-        )
-    Path(result["model_file"]).unlink(missing_ok=True)
+        base = get_trainer(get_model(job["model"]))
+        result, _ = run_resumably(runner, job, base, {"config_file_list": [str(best)]})
     return {"test": result["test_result"], "valid": result["best_valid_result"]}
 
 
