@@ -625,13 +625,39 @@ class Runner:
         old_code: str,
         stored: Optional[str],
     ) -> str:
-        """Step 2 of :meth:`revalidate` for one old code version."""
-        import tempfile
-
-        code = self.code_version(witness)
+        """Step 2 of :meth:`revalidate` for one old code version. The old code's rerun
+        is locked: a second suite process reaching the group meanwhile moves on rather
+        than rerun it too, and one that gets the lock after a check has passed carries
+        on that check's record."""
         head = f"{name}: code {old_code}"
         if stored is not None:
             head += f" (the stored result differs from this code's rerun: {stored})"
+        if reference is None:
+            return self._check_old_code(witness, vouched, differ, None, old_code, head)
+        path = self.result_path(witness)
+        lock = claim(path.with_name(f"{path.stem}.check-{old_code}.json"))
+        if lock is None:
+            return f"{head}: another suite process is checking it"
+        try:
+            return self._check_old_code(
+                witness, vouched, differ, reference, old_code, head, stored
+            )
+        finally:
+            lock.unlink(missing_ok=True)
+
+    def _check_old_code(
+        self,
+        witness: Dict[str, Any],
+        vouched: List[Dict[str, Any]],
+        differ: Callable[[Path, Path], Optional[str]],
+        reference: Optional[Callable[..., Tuple[Optional[Path], str]]],
+        old_code: str,
+        head: str,
+        stored: Optional[str] = None,
+    ) -> str:
+        import tempfile
+
+        code = self.code_version(witness)
         passed = [
             r
             for j in [witness, *vouched]

@@ -688,6 +688,32 @@ def test_revalidate_checks_a_current_witness_against_late_results_of_old_code(
     assert new.read(late)["revalidated"][-1]["carried_later"] is True
 
 
+def test_a_second_process_does_not_rerun_an_old_code_check_under_way(tmp_path):
+    """Two suite processes revalidating together: while one reruns the old code for a
+    group, the other moves on and leaves the group as it is; once the lock is free the
+    group is checked."""
+    old = witnessed_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    new = witnessed_runner(tmp_path, "new")
+    new.run_job(listed[0])  # the witness is current, seed 2 still old code's
+    path = new.result_path(listed[0])
+    held = path.with_name(f"{path.stem}.check-old.lock")
+    held.write_text(str(os.getpid()))  # a live process is checking the old code
+    calls = []
+    line = new.revalidate(
+        listed[0], listed[1:], witness_differ, fake_reference(10, calls)
+    )
+    assert calls == [] and "code old: another suite process is checking it" in line
+    assert new.stale(listed[1])
+
+    held.unlink()  # that process finished
+    line = new.revalidate(
+        listed[0], listed[1:], witness_differ, fake_reference(10, calls)
+    )
+    assert calls == ["old"] and "1 result(s) of the group carried forward" in line
+    assert not new.stale(listed[1]) and not held.exists()
+
+
 # ---------------------------------------------------------------------------- end to end
 def run_suite(results, *extra):
     return subprocess.run(
