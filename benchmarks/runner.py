@@ -671,6 +671,17 @@ class Runner:
             return f"{head}: the group passed its check earlier; {carried} result(s) carried forward"
         if reference is None:
             return f"{head}: the group's results of that code stay stale"
+        # The old code runs in a throwaway worktree, so its run cannot resume in a later
+        # session: one longer than a session would be killed and retried every time.
+        limit = float(os.environ.get("BENCH_REFERENCE_MAX_SECONDS", 9000))
+        took = json.loads(self.result_path(witness).read_text()).get("time_to_result")
+        if took is not None and took > limit:
+            return (
+                f"{head}: not rerun here (the witness took {took / 3600:.1f} h with "
+                f"this code; an old-code rerun cannot resume, and runs over "
+                f"BENCH_REFERENCE_MAX_SECONDS={limit:.0f} are not tried); its results "
+                "stay stale"
+            )
         with tempfile.TemporaryDirectory(dir=self.results_dir) as folder:
             rerun, note = reference(old_code, witness, Path(folder))
             if rerun is None:

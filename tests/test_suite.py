@@ -714,6 +714,28 @@ def test_a_second_process_does_not_rerun_an_old_code_check_under_way(tmp_path):
     assert not new.stale(listed[1]) and not held.exists()
 
 
+def test_an_old_code_rerun_longer_than_a_session_is_not_tried(tmp_path, monkeypatch):
+    old = witnessed_runner(tmp_path, "old")
+    listed = toy_jobs(old, {})
+    new = witnessed_runner(tmp_path, "new")
+    new.run_job(listed[0])
+    path = new.result_path(listed[0])
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "time_to_result": 5 * 3600.0}))
+    calls = []
+    line = new.revalidate(
+        listed[0], listed[1:], witness_differ, fake_reference(10, calls)
+    )
+    assert calls == [] and "not rerun here (the witness took 5.0 h" in line
+    assert new.stale(listed[1])
+
+    monkeypatch.setenv("BENCH_REFERENCE_MAX_SECONDS", str(6 * 3600))
+    line = new.revalidate(
+        listed[0], listed[1:], witness_differ, fake_reference(10, calls)
+    )
+    assert calls == ["old"] and not new.stale(listed[1])
+
+
 # ---------------------------------------------------------------------------- end to end
 def run_suite(results, *extra):
     return subprocess.run(
