@@ -116,3 +116,59 @@ def test_a_recorded_state_that_is_gone_means_a_fresh_start(tmp_path):
     state.unlink()  # its machine was replaced
     assert tuned.recorded_state(progress) is None
     assert not progress.exists()
+
+
+def test_an_interrupted_rerun_of_best_yaml_resumes_to_the_uninterrupted_result(
+    tmp_path, monkeypatch
+):
+    import yaml
+
+    import recbole_diffrec
+
+    monkeypatch.chdir(tmp_path)
+
+    def rerun_job(runner):
+        # best.yaml as a search writes it: the dataset's settings, the fixed ones and
+        # the chosen point, with the trial's seed.
+        with open(tuned.dataset_files(runner, "quick-synth")[0]) as handle:
+            settings = yaml.safe_load(handle)
+        settings.update(tuned.dataset_settings(runner))
+        settings.update(show_progress=False, learning_rate=1.0e-3, seed=2024)
+        return {
+            "section": "tuned",
+            "name": "quick-synth-DiffRec",
+            "dataset": "quick-synth",
+            "model": "DiffRec",
+            "phase": "rerun",
+            "best_yaml": yaml.safe_dump(settings),
+            "seed": "rerun",
+        }
+
+    whole_runner = quick_runner(tmp_path / "whole")
+    whole = tuned.rerun_worker(whole_runner, rerun_job(whole_runner))
+
+    runner = quick_runner(tmp_path / "cut")
+    job = rerun_job(runner)
+    made = recbole_diffrec.get_trainer
+    trained = []
+
+    def trainer_of(model_class, killing):
+        class Trainer(made(model_class)):
+            def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+                if killing and epoch_idx == 3:
+                    raise Killed
+                trained.append(epoch_idx)
+                return super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+
+        return Trainer
+
+    monkeypatch.setattr(recbole_diffrec, "get_trainer", lambda m: trainer_of(m, True))
+    with pytest.raises(Killed):
+        tuned.rerun_worker(runner, job)
+    assert tuned.progress_file(runner, job).is_file()
+    trained.clear()
+    monkeypatch.setattr(recbole_diffrec, "get_trainer", lambda m: trainer_of(m, False))
+    resumed = tuned.rerun_worker(runner, job)
+    assert trained == [2, 3]
+    assert resumed == whole
+    assert not tuned.progress_file(runner, job).exists()
