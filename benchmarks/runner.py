@@ -674,7 +674,7 @@ class Runner:
         # The old code runs in a throwaway worktree, so its run cannot resume in a later
         # session: one longer than a session would be killed and retried every time.
         limit = float(os.environ.get("BENCH_REFERENCE_MAX_SECONDS", 9000))
-        took = json.loads(self.result_path(witness).read_text()).get("time_to_result")
+        took = self.read(witness).get("time_to_result")
         if took is not None and took > limit:
             return (
                 f"{head}: not rerun here (the witness took {took / 3600:.1f} h with "
