@@ -301,6 +301,19 @@ def write_atomically(
 
 
 # ---------------------------------------------------------------------------- the runner
+def record_difference(
+    expected: Dict[str, Dict[str, Any]], result: Dict[str, Any]
+) -> Optional[str]:
+    """None when ``result`` holds every value of ``expected`` (``{field: {key:
+    value}}``) exactly, else the first that differs."""
+    for field, values in expected.items():
+        for key, value in values.items():
+            found = result.get(field, {}).get(key)
+            if found != value:
+                return f"{field} {key}: {value} -> {found}"
+    return None
+
+
 class Runner:
     """Runs and reads one suite's jobs. ``sections`` maps a section name to an object with
     ``worker`` and ``code_hash()`` (the registry's ``Section``); ``code_versions``
@@ -699,6 +712,57 @@ class Runner:
         return (
             f"{head}: rerun here ({note}) it is identical to code {code}; "
             f"{carried} result(s) of the group carried forward"
+        )
+
+    def vouch_by_record(
+        self,
+        witness: Dict[str, Any],
+        vouched: Dict[str, Any],
+        expected: Dict[str, Dict[str, Any]],
+        against: str,
+    ) -> str:
+        """Carry one result of older code forward on the numbers it recorded itself,
+        for a result that no witness run of its own code can vouch for (a search whose
+        seeds all ran after a code change, so :meth:`revalidate` has nothing of the old
+        code to compare). ``witness`` is run with this checkout's code unless it has
+        been (a resumable run: it may take several sessions); it must reproduce every
+        value of ``expected`` (``{field: {key: value}}``, what ``vouched`` recorded for
+        the same setting, ``against`` naming it) exactly. A weaker check than
+        :meth:`revalidate`'s (only the recorded numbers are compared), so the record
+        says which check carried the result."""
+        name = f"{witness['name']} ({witness.get('seed', '')})"
+        if not self.stale(vouched):
+            return f"{name}: nothing to vouch for by record (already current)"
+        old_code = json.loads(self.versions(vouched)[0].read_text()).get(
+            "code_hash", UNKNOWN
+        )
+        if old_code == UNKNOWN:
+            return f"{name}: the vouched result has no code version; rerun it instead"
+        path = self.result_path(witness)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = claim(path)
+            if lock is None:
+                return f"{name}: another suite process is running it"
+            try:
+                if self.options.quick:
+                    self.run_in_process(witness)
+                else:
+                    self.run_in_worker(witness, path)
+            finally:
+                lock.unlink(missing_ok=True)
+        difference = record_difference(expected, json.loads(path.read_text()))
+        code = self.code_version(witness)
+        if difference is not None:
+            return (
+                f"{name}: with code {code} it differs from {against} of code "
+                f"{old_code} ({difference}); that result stays stale"
+            )
+        record = {"against": against, "by_record": sorted(expected)}
+        carried = self.carry(witness, [vouched], old_code, code, record)
+        return (
+            f"{name}: with code {code} it reproduces {against} of code {old_code}; "
+            f"{carried} result carried forward"
         )
 
     def carry(

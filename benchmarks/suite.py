@@ -26,7 +26,9 @@ skipped by the others. Each result records the hash of the code it was computed 
 change a section's numbers (a refactoring, a feature behind a new key), --revalidate reruns
 one witness run per group (for the tuned section: each model's first seed) and, where its
 new result is identical to the old one, carries the group's other results forward (their
-JSON records the check under "revalidated"); where it differs, they stay stale.
+JSON records the check under "revalidated"); where it differs, they stay stale. A result
+no witness of its own code is left to check (a tuned search whose seeds all ran with newer
+code) is carried on its own record: the rerun of its best setting must reproduce it.
 """
 
 from __future__ import annotations
@@ -149,6 +151,12 @@ def revalidate(
         for witness, vouched in section.witnesses(jobs_of(name)):
             lines.append(runner.revalidate(witness, vouched, section.differ, reference))
             print(lines[-1], flush=True)
+        # Then, on their own records, what no witness of their code can vouch for (after
+        # the groups above, which may have carried it already).
+        if section.recorded_witnesses is not None:
+            for found in section.recorded_witnesses(runner, jobs_of(name)):
+                lines.append(runner.vouch_by_record(*found))
+                print(lines[-1], flush=True)
     return lines
 
 

@@ -519,7 +519,8 @@ def witness_worker(runner, job):
     runner.calls.append(job["seed"])
     extra = runner.result_path(job).with_suffix(".extra.txt")  # a companion file
     extra.write_text(str(job["seed"]))
-    return {"value": job["seed"] * SCALE["factor"]}
+    value = job["seed"] * SCALE["factor"]
+    return {"value": value, "test": {"m": value}}
 
 
 def witness_differ(old: Path, new: Path):
@@ -861,3 +862,48 @@ def test_suite_refuses_to_start_without_the_bench_extra(monkeypatch, tmp_path):
     monkeypatch.setattr(suite, "write_report", lambda *a, **k: None)
     monkeypatch.setattr(suite, "build_parts", lambda *a, **k: {})
     suite.main(["--cached-only", "--sections", "steps", "--results", str(tmp_path)])
+
+
+def test_vouch_by_record_carries_a_result_its_witness_reproduces_and_only_that(
+    tmp_path,
+):
+    """A result no witness of its own code can vouch for (a search whose seeds all ran
+    after a code change) is carried on the numbers it recorded, when the witness run
+    with the new code reproduces them exactly."""
+    old = witnessed_runner(tmp_path, "old")
+    witness, vouched = toy_jobs(old, {})
+    new = witnessed_runner(tmp_path, "new")
+    record = {"test": {"m": 10}}  # what the vouched result recorded for that setting
+    line = new.vouch_by_record(witness, vouched, record, "the recorded trial")
+    assert new.calls == [1]  # the witness ran with the new code
+    assert "reproduces the recorded trial of code old; 1 result carried" in line
+    assert not new.stale(vouched)
+    check = new.read(vouched)["revalidated"][-1]
+    assert check["against"] == "the recorded trial" and check["by_record"] == ["test"]
+    assert check["from_code"] == "old" and check["identical"] is True
+    assert "nothing to vouch for by record" in new.vouch_by_record(
+        witness, vouched, record, "the recorded trial"
+    )
+    assert new.calls == [1]
+
+    # A code change that alters the numbers: the witness is run, the result kept stale.
+    newer = witnessed_runner(tmp_path, "newer")
+    SCALE["factor"] = 11
+    try:
+        line = newer.vouch_by_record(witness, vouched, record, "the recorded trial")
+    finally:
+        SCALE["factor"] = 10
+    assert "differs from the recorded trial of code new (test m: 10 -> 11)" in line
+    assert newer.stale(vouched) and newer.read(witness)["test"] == {"m": 11}
+    # The witness of this code is not run again (it may have taken sessions); a
+    # missing recorded value is a difference too.
+    line = newer.vouch_by_record(witness, vouched, {"valid": {"m": 10}}, "a record")
+    assert newer.calls == [1] and "(valid m: 10 -> None)" in line
+
+    # Another process running the witness: this one moves on.
+    newest = witnessed_runner(tmp_path, "newest")
+    held = newest.result_path(witness).with_suffix(".lock")
+    held.parent.mkdir(parents=True, exist_ok=True)
+    held.write_text(str(os.getpid()))  # a live process holds it
+    line = newest.vouch_by_record(witness, vouched, record, "the recorded trial")
+    assert "another suite process is running it" in line and newest.calls == []

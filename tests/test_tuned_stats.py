@@ -347,3 +347,66 @@ def test_search_time_counts_every_session_its_trials_ran_and_no_gaps(tmp_path):
     seed_result = {"exp_dir": result["exp_dir"]}
     tuned_folders.annotate(None, {"phase": "seed"}, seed_result)
     assert "search_active_seconds" not in seed_result
+
+
+def test_a_stale_search_without_seeds_of_its_code_is_vouched_for_by_its_rerun(
+    tmp_path,
+):
+    """A search whose seeds all ran with newer code has no seed of its own code to
+    compare: the rerun of its best.yaml must reproduce the best trial's recorded test
+    metrics and best validation score, and the report says which check kept it."""
+    from benchmarks.runner import Options, Runner, cache_key
+    from benchmarks.sections import registry
+
+    runner = Runner(
+        {"quick": True},
+        Options(results=tmp_path, cached_only=True),
+        registry(),
+        code_versions={"tuned": "new"},
+    )
+    base = {"section": "tuned", "dataset": "d", "model": "M", "name": "d-M"}
+    search = {**base, "phase": "search", "trials": 16}
+    seeds = [{**base, "phase": "seed", "seed": s} for s in (1, 2)]
+    rerun = {**base, "phase": "rerun", "seed": "rerun", "best_yaml": "x"}
+    listed = {
+        "searches": {("d", "M"): search},
+        "seeds": {("d", "M"): seeds},
+        "reruns": {("d", "M"): rerun},
+    }
+    folder = tmp_path / "tuned"
+    folder.mkdir()
+
+    def write(job, code, **result):
+        path = folder / f"{cache_key(job, code)}.json"
+        path.write_text(json.dumps({"job": job, "code_hash": code, **result}))
+        return path
+
+    test = {"recall@20": 0.0567, "ndcg@20": 0.0272}
+    trials = [
+        {"trial": "t0", "best valid recall@20": 0.09, "best epoch": 10},
+        {"trial": "t1", "best valid recall@20": 0.0926, "best epoch": 285},
+    ]
+    write(search, "old", best_trial="t1", best_trial_test=test, trials=trials)
+    for job in seeds:
+        write(job, "new")
+    expected = {"test": test, "valid": {"recall@20": 0.0926}}
+    assert tuned_report.recorded_witnesses(runner, listed) == [
+        (rerun, search, expected, tuned_report.BEST_TRIAL_RECORD)
+    ]
+    # A seed of the search's code left: the seed witness's group checks it instead.
+    older_seed = write(seeds[1], "old")
+    assert tuned_report.recorded_witnesses(runner, listed) == []
+    older_seed.unlink()
+
+    # The rerun (already run with the new code) reproduces the record: carried.
+    write(
+        rerun, "new", test=dict(test, **{"ndcg@10": 0.02}), valid={"recall@20": 0.0926}
+    )
+    line = runner.vouch_by_record(*tuned_report.recorded_witnesses(runner, listed)[0])
+    assert "1 result carried forward" in line and not runner.stale(search)
+    assert tuned_report.recorded_witnesses(runner, listed) == []
+    text = tuned_report.carried_line(runner, [search, *seeds, rerun])
+    assert "Searches kept on their own record" in text and text.rstrip().endswith(
+        ": d-M."
+    )
+    assert "first seed" not in text  # no seed witness was involved

@@ -39,6 +39,12 @@ class Section:
       finding its result unchanged (``differ(old_json, new_json)`` returns None, or a
       line saying what differs) carries the ``vouched`` results forward
       (``Runner.revalidate``). Sections without it are never carried forward.
+    - ``recorded_witnesses(runner, listed)``: for ``--revalidate`` too, for stale
+      results that no ``witnesses`` group can vouch for (nothing of their code is left
+      to compare with): ``(witness, vouched, expected, against)``, where ``witness``,
+      run with this checkout's code, must reproduce ``expected``, the numbers the
+      ``vouched`` result recorded for the same setting (``against`` names them;
+      ``Runner.vouch_by_record``).
     - ``hash_by_model``: every job names the one model it runs (``job["model"]``), and
       its code hash covers only the part of the package that model uses
       (``runner.model_scoped_files``): editing one model leaves the others' results
@@ -71,6 +77,9 @@ class Section:
     spec_file: Optional[Path] = None
     witnesses: Optional[Callable[[Any], List[Tuple[Job, List[Job]]]]] = None
     differ: Optional[Callable[[Path, Path], Optional[str]]] = None
+    recorded_witnesses: Optional[
+        Callable[[Runner, Any], List[Tuple[Job, Job, Dict[str, Any], str]]]
+    ] = None
     hash_by_model: bool = False
     unfinished: Optional[Callable[[Runner, Job], Optional[str]]] = None
     annotate: Optional[Callable[[Runner, Job, Dict[str, Any]], None]] = None

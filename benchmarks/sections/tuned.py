@@ -402,7 +402,7 @@ from .tuned_folders import (  # noqa: E402
     restore_snapshots,
     unfinished,
 )
-from .tuned_report import differ, witnesses  # noqa: E402
+from .tuned_report import differ, recorded_witnesses, witnesses  # noqa: E402
 
 SECTION = Section(
     name="tuned",
@@ -414,6 +414,7 @@ SECTION = Section(
     spec_file=SPEC_FILE,
     witnesses=witnesses,
     differ=differ,
+    recorded_witnesses=recorded_witnesses,
     hash_by_model=True,
     unfinished=unfinished,
     annotate=annotate,

@@ -9,6 +9,7 @@ Report code only: not part of any result's code hash.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -54,11 +55,46 @@ def witnesses(
     return groups
 
 
+# What a search carried forward on its own record is checked against (see below).
+BEST_TRIAL_RECORD = "its search's best-trial record"
+
+
+def recorded_witnesses(
+    runner: Runner, listed: Dict[str, Any]
+) -> List[Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any], str]]:
+    """Per dataset and model whose search is stale with no seed run of the search's
+    code left to vouch for it (its seeds all ran after the code change): the rerun of
+    its best.yaml, the best trial's exact setting, must reproduce the best trial's
+    recorded test metrics and best validation score (4 decimals, as RecBole rounds
+    them). Weaker than a seed witness (no per-user scores, no epochs), but the rerun
+    has matched its trial exactly for every model so far; without it such a search
+    could only be redone."""
+    found = []
+    for key, search in listed["searches"].items():
+        if key not in listed["reruns"] or not runner.stale(search):
+            continue
+        result = json.loads(runner.versions(search)[0].read_text())
+        old_code = result.get("code_hash")
+        if any(
+            json.loads(path.read_text()).get("code_hash") == old_code
+            for job in listed["seeds"][key]
+            for path in runner.versions(job)
+        ):
+            continue  # a seed of the search's code: witnesses() checks that group
+        trial = next(t for t in result["trials"] if t["trial"] == result["best_trial"])
+        valid = {
+            k[len("best valid ") :]: v
+            for k, v in trial.items()
+            if k.startswith("best valid ")
+        }
+        expected = {"test": result["best_trial_test"], "valid": valid}
+        found.append((listed["reruns"][key], search, expected, BEST_TRIAL_RECORD))
+    return found
+
+
 def differ(old: Path, new: Path) -> Optional[str]:
     """None when the two seed runs are identical (every compared field and every user's
     score, exactly), else what differs first."""
-    import json
-
     before, after = json.loads(old.read_text()), json.loads(new.read_text())
     for field in COMPARED:
         if before.get(field) != after.get(field):
@@ -74,23 +110,28 @@ def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
     """Says which shown results were carried forward by ``--revalidate``, and against
     what their witness was checked."""
     checks: Dict[str, Dict[str, Any]] = {}
+    by_record: Dict[str, Dict[str, Any]] = {}
     for job in jobs:
         if runner.cached(job) and not runner.stale(job):
             for record in runner.read(job).get("revalidated", [])[-1:]:
-                checks.setdefault(job["name"], record)
-    if not checks:
+                kept = by_record if "by_record" in record else checks
+                kept.setdefault(job["name"], record)
+    if not checks and not by_record:
         return ""
-    olds = ", ".join(sorted({r["from_code"] for r in checks.values()}))
+    olds = ", ".join(
+        sorted({r["from_code"] for r in [*checks.values(), *by_record.values()]})
+    )
+    text = f"\nCarried forward from older code ({olds}) by `--revalidate`."
     stored = sorted(
         n for n, r in checks.items() if "on this machine" not in r.get("against", "")
     )
     here = sorted(n for n in checks if n not in stored)
-    text = (
-        f"\nCarried forward from older code ({olds}) by `--revalidate`: for each model, "
-        "a rerun of its first seed with this checkout's code gave identical metrics, "
-        "epochs and per-user scores to the reference named, so its search, other seeds "
-        "and rerun were kept."
-    )
+    if checks:
+        text += (
+            " For each model below, a rerun of its first seed with this checkout's code "
+            "gave identical metrics, epochs and per-user scores to the reference named, "
+            "so its search, other seeds and rerun were kept."
+        )
     if stored:
         text += f" Against the stored result: {', '.join(stored)}."
     if here:
@@ -107,6 +148,14 @@ def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
                 for n in here
             )
             + "."
+        )
+    if by_record:
+        text += (
+            " Searches kept on their own record, since every seed of theirs ran with "
+            "newer code and nothing of the search's code was left to compare: the "
+            "rerun of best.yaml with this checkout's code gave the best trial's "
+            "recorded test metrics and best validation score exactly (a weaker check: "
+            f"no per-user scores): {', '.join(sorted(by_record))}."
         )
     return text + "\n"
 
