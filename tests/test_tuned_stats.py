@@ -393,6 +393,9 @@ def test_a_stale_search_without_seeds_of_its_code_is_vouched_for_by_its_rerun(
     assert tuned_report.recorded_witnesses(runner, listed) == [
         (rerun, search, expected, tuned_report.BEST_TRIAL_RECORD)
     ]
+    assert "for d-M: `python -m benchmarks.suite --revalidate" in (
+        tuned_report.awaiting_record_line(runner, listed)
+    )
     # A seed of the search's code left: the seed witness's group checks it instead.
     older_seed = write(seeds[1], "old")
     assert tuned_report.recorded_witnesses(runner, listed) == []
@@ -405,6 +408,7 @@ def test_a_stale_search_without_seeds_of_its_code_is_vouched_for_by_its_rerun(
     line = runner.vouch_by_record(*tuned_report.recorded_witnesses(runner, listed)[0])
     assert "1 result carried forward" in line and not runner.stale(search)
     assert tuned_report.recorded_witnesses(runner, listed) == []
+    assert tuned_report.awaiting_record_line(runner, listed) == ""
     text = tuned_report.carried_line(runner, [search, *seeds, rerun])
     assert "Searches kept on their own record" in text and text.rstrip().endswith(
         ": d-M."

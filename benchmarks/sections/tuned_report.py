@@ -92,6 +92,21 @@ def recorded_witnesses(
     return found
 
 
+def awaiting_record_line(runner: Runner, listed: Dict[str, Any]) -> str:
+    """Names the stale searches that only a record check can carry forward (see
+    :func:`recorded_witnesses`), with the command that checks them."""
+    names = sorted(w["name"] for w, *_ in recorded_witnesses(runner, listed))
+    if not names:
+        return ""
+    return (
+        f"\nNo seed of their search's code exists for {', '.join(names)}: "
+        "`python -m benchmarks.suite --revalidate --sections tuned` reruns best.yaml "
+        "with this code and keeps the search if it gives the best trial's recorded "
+        "test metrics and validation score (a rerun longer than a session resumes in "
+        "the next); only if it does not must the search be redone.\n"
+    )
+
+
 def differ(old: Path, new: Path) -> Optional[str]:
     """None when the two seed runs are identical (every compared field and every user's
     score, exactly), else what differs first."""
@@ -448,4 +463,5 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         parts.append("\n![tuned](figures/tuned.png)\n")
     parts.append(carried_line(runner, everything))
     parts.append(runner.stale_line(everything))
+    parts.append(awaiting_record_line(runner, listed))
     return "".join(parts)
