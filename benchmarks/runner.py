@@ -435,10 +435,7 @@ class Runner:
                 try:
                     self.prepare(job)
                     if not self.finish_older(job):
-                        if self.options.quick:
-                            self.run_in_process(job)
-                        else:
-                            self.run_in_worker(job, path)
+                        self.run_fresh(job)
                 finally:
                     lock.unlink(missing_ok=True)
                 bar.update(1)
@@ -522,6 +519,14 @@ class Runner:
                 for file in [old, *companions(old)]:
                     file.unlink(missing_ok=True)
 
+    def run_fresh(self, job: Dict[str, Any]) -> None:
+        """Run ``job`` with this checkout's code (its lock held by the caller): in this
+        process with ``quick`` (tests), else in a worker process."""
+        if self.options.quick:
+            self.run_in_process(job)
+        else:
+            self.run_in_worker(job, self.result_path(job))
+
     def run_in_worker(self, job: Dict[str, Any], path: Path) -> None:
         """A real run in its own process, so its peak memory is its own."""
         log = path.with_suffix(".log")
@@ -594,10 +599,7 @@ class Runner:
                 for file in [old_path, *companions(old_path)]:
                     shutil.copy2(file, Path(folder) / file.name)
                 try:
-                    if self.options.quick:
-                        self.run_in_process(witness)
-                    else:
-                        self.run_in_worker(witness, path)
+                    self.run_fresh(witness)
                 finally:
                     lock.unlink(missing_ok=True)
                 difference = differ(kept, path)
@@ -745,10 +747,7 @@ class Runner:
             if lock is None:
                 return f"{name}: another suite process is running it"
             try:
-                if self.options.quick:
-                    self.run_in_process(witness)
-                else:
-                    self.run_in_worker(witness, path)
+                self.run_fresh(witness)
             finally:
                 lock.unlink(missing_ok=True)
         difference = record_difference(expected, json.loads(path.read_text()))
