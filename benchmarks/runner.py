@@ -22,6 +22,7 @@ import subprocess
 import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import (
     Any,
@@ -71,6 +72,7 @@ class Options:
     )
     cached_only: bool = False  # run nothing, report what is cached
     refresh_stale: bool = False  # rerun jobs whose cached result came from other code
+    only: Tuple[str, ...] = ()  # run only the jobs whose name matches one (fnmatch)
 
     @property
     def results_dir(self) -> Path:
@@ -411,6 +413,12 @@ class Runner:
             return True
         return self.options.refresh_stale and self.stale(job)
 
+    def chosen(self, job: Dict[str, Any]) -> bool:
+        """Whether ``job`` is this process's to run: every job, or with ``--only`` those
+        whose name matches one of its patterns (a job left out stays pending)."""
+        name = job.get("name", "")
+        return not self.options.only or any(fnmatch(name, p) for p in self.options.only)
+
     def execute(self, jobs: List[Dict[str, Any]], label: str) -> None:
         """Run the jobs not cached yet (and the stale ones with ``refresh_stale``), each
         under a lock so that several suite processes can share the work."""
@@ -418,6 +426,9 @@ class Runner:
             return
         from tqdm import tqdm
 
+        jobs = [j for j in jobs if self.chosen(j)]
+        if not jobs:
+            return
         todo = [j for j in jobs if self.needs_run(j)]
         with tqdm(
             total=len(jobs), initial=len(jobs) - len(todo), desc=label, unit="run"

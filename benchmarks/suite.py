@@ -9,6 +9,8 @@ Run from the repository root:
     python -m benchmarks.suite --refresh-stale  # also rerun results computed by older code
     python -m benchmarks.suite --revalidate     # carry results forward after a code change
                                                 # that a rerun shows changed nothing
+    python -m benchmarks.suite --sections tuned --only 'amazon-beauty-general-*'
+                                                # run only the jobs of these names
 
 Sections (benchmarks/sections/, settings in properties/experiment/ml1m_clean_suite.yaml and
 sequential_suite.yaml): accuracy, speed, stopping, scale, steps, sequential; each module's
@@ -112,10 +114,23 @@ def parse(argv: Optional[List[str]], names: List[str]) -> argparse.Namespace:
         help="after a code change: rerun one witness per group and carry the group's "
         "results forward where the witness's result is unchanged; runs nothing else",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        default=[],
+        help="run (or revalidate) only the jobs with these names, e.g. "
+        "amazon-beauty-general-BPR (tuned: DATASET-MODEL); shell-style wildcards "
+        "allowed; the other jobs stay pending and the whole report is still written",
+    )
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.cached_only and args.refresh_stale:
         parser.error("--refresh-stale: runs jobs, --cached-only runs none; pick one")
+    if args.only and args.cached_only:
+        parser.error(
+            "--only: chooses the jobs to run, --cached-only runs none; pick one"
+        )
     if args.revalidate and (args.cached_only or args.refresh_stale):
         parser.error(
             "--revalidate: runs only witness runs; not with --cached-only or "
@@ -149,12 +164,16 @@ def revalidate(
             Path(inspect.getsourcefile(section.worker)), quick=runner.options.quick
         )
         for witness, vouched in section.witnesses(jobs_of(name)):
+            if not runner.chosen(witness):
+                continue
             lines.append(runner.revalidate(witness, vouched, section.differ, reference))
             print(lines[-1], flush=True)
         # Then, on their own records, what no witness of their code can vouch for (after
         # the groups above, which may have carried it already).
         if section.recorded_witnesses is not None:
             for found in section.recorded_witnesses(runner, jobs_of(name)):
+                if not runner.chosen(found[0]):
+                    continue
                 lines.append(runner.vouch_by_record(*found))
                 print(lines[-1], flush=True)
     return lines
@@ -199,6 +218,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         results=Path(args.results).resolve() if args.results else None,
         cached_only=args.cached_only or args.revalidate,
         refresh_stale=args.refresh_stale,
+        only=tuple(args.only),
     )
     runner = Runner(load_spec(args.quick, sections), options, sections)
     # A search older code started and a code change interrupted is finished with that

@@ -497,6 +497,39 @@ def test_the_registry_drives_the_sections_jobs_and_render(tmp_path):
     assert view.options.cached_only and view.shown is runner.shown
 
 
+def named_jobs(runner, needed):
+    listed = [
+        {"section": "toy", "name": name, "seed": seed}
+        for name, seed in (("ds-A", 1), ("ds-B", 2), ("other-A", 3))
+    ]
+    runner.execute(listed, "toy")
+    return listed
+
+
+def test_only_runs_the_named_jobs_and_leaves_the_others_pending(tmp_path):
+    named = Section(
+        name="toy", order=1, jobs=named_jobs, render=toy_render, worker=toy_worker
+    )
+
+    def run(*only):
+        runner = Runner(
+            {"quick": True},
+            Options(quick=True, results=tmp_path / "results", only=only),
+            {"toy": named},
+            code_versions={"toy": "c1"},
+        )
+        runner.calls = []
+        listed = named_jobs(runner, {})
+        return runner.calls, [runner.cached(j) for j in listed]
+
+    assert run("ds-B") == ([2], [False, True, False])
+    assert run("*-A") == ([1, 3], [True, True, True])
+    assert run("*") == ([], [True, True, True])  # all done: nothing reruns
+    assert suite.parse(["--only", "ds-A", "x-*"], ["toy"]).only == ["ds-A", "x-*"]
+    with pytest.raises(SystemExit):
+        suite.parse(["--only", "ds-A", "--cached-only"], ["toy"])
+
+
 def test_the_suite_refuses_to_run_as_a_script_and_conflicting_flags():
     script = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "suite.py"), "--quick"],
