@@ -390,6 +390,12 @@ class Runner:
             key=lambda p: (p != fresh, -p.stat().st_mtime),
         )
 
+    @staticmethod
+    def stored_code(path: Path) -> str:
+        """The code version a stored result records (UNKNOWN: written before results
+        recorded one)."""
+        return json.loads(path.read_text()).get("code_hash", UNKNOWN)
+
     def cached(self, job: Dict[str, Any]) -> bool:
         return bool(self.versions(job))
 
@@ -599,7 +605,7 @@ class Runner:
         path = self.result_path(witness)
         if self.stale(witness):
             old_path = self.versions(witness)[0]
-            old_code = json.loads(old_path.read_text()).get("code_hash", UNKNOWN)
+            old_code = self.stored_code(old_path)
             if old_code == UNKNOWN:
                 return f"{name}: its result has no code version; rerun it instead"
             lock = claim(path)
@@ -624,12 +630,11 @@ class Runner:
             pending = {old_code: difference}
         else:
             pending = {
-                json.loads(self.versions(j)[0].read_text()).get("code_hash"): None
+                self.stored_code(self.versions(j)[0]): None
                 for j in vouched
                 if self.stale(j)
             }
             pending.pop(UNKNOWN, None)
-            pending.pop(None, None)
             if not pending:
                 return f"{name}: nothing to revalidate (already current)"
         lines = []

@@ -73,10 +73,11 @@ def recorded_witnesses(
     for key, search in listed["searches"].items():
         if key not in listed["reruns"] or not runner.stale(search):
             continue
-        result = json.loads(runner.versions(search)[0].read_text())
-        old_code = result.get("code_hash")
+        stored = runner.versions(search)[0]
+        result = json.loads(stored.read_text())
+        old_code = runner.stored_code(stored)
         if any(
-            json.loads(path.read_text()).get("code_hash") == old_code
+            runner.stored_code(path) == old_code
             for job in listed["seeds"][key]
             for path in runner.versions(job)
         ):
