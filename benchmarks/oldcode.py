@@ -7,8 +7,8 @@ session's environment, where a near-tie in one user's ranking fell the other way
 the stored result differs, the fair question is whether the *old code on this machine*
 gives what the new code gives. This module answers it from git alone:
 
-- :func:`hash_at` computes a section's code hash (``runner.worker_code_hash``, or
-  ``runner.model_code_hash`` for one model) at any commit, from the committed files;
+- :func:`hash_at` computes a section's code hash (``codeversion.worker_code_hash``, or
+  ``codeversion.model_code_hash`` for one model) at any commit, from the committed files;
 - :func:`commit_for` finds a commit whose code has a given hash (results record only the
   hash);
 - :func:`rerun_at` runs one job with that commit's suite and package in a temporary git
@@ -34,15 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from .runner import (
-    PACKAGE,
-    REPORT_MARKER,
-    ROOT,
-    SHARED_WORKER_CODE,
-    Unfinished,
-    job_stem,
-    parts_hash,
-)
+from .codeversion import PACKAGE, REPORT_MARKER, ROOT, SHARED_WORKER_CODE, parts_hash
+from .runner import Unfinished, job_stem
 
 
 def git(root: Path, *args: str) -> str:
@@ -67,8 +60,8 @@ class Snapshot:
     worker_text: str  # the section's module above its report marker
 
     def code_hash(self, model: Optional[str] = None, by_model: bool = False) -> str:
-        """``runner.worker_code_hash`` (the whole package), or with ``by_model``
-        ``runner.model_code_hash`` for ``model``."""
+        """``codeversion.worker_code_hash`` (the whole package), or with ``by_model``
+        ``codeversion.model_code_hash`` for ``model``."""
         return parts_hash(self.package, self.shared, self.worker_text, model, by_model)
 
 

@@ -3,7 +3,7 @@
 Cache: one JSON file per job and code version, ``<results>/<section>/<stem>-<code>.json``.
 ``<stem>`` names the job and ends with a digest of its settings (the first suite's file
 name, so results it wrote are still found); ``<code>`` is the hash of the code the run
-depends on (:func:`worker_code_hash`). A result whose code hash differs from this
+depends on (``benchmarks.codeversion``). A result whose code hash differs from this
 checkout's, or that has none (written before hashes were recorded: "code version
 unknown"), is *stale*: it is still read and reported, marked as such, and rerun only with
 ``refresh_stale``. A fresh result replaces the job's stale ones.
@@ -11,13 +11,10 @@ unknown"), is *stale*: it is still read and reported, marked as such, and rerun 
 
 from __future__ import annotations
 
-import ast
 import glob
 import hashlib
-import inspect
 import json
 import os
-import re
 import subprocess
 import sys
 from contextlib import nullcontext
@@ -33,20 +30,15 @@ from typing import (
     List,
     Mapping,
     Optional,
-    Set,
     Tuple,
 )
 
 from recbole_diffrec.utils import write_text_atomically
 
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "recbole_diffrec"
-# Helpers every worker uses: part of every section's code hash.
-SHARED_WORKER_CODE = (ROOT / "benchmarks" / "training.py",)
+from .codeversion import ROOT
+
 UNKNOWN = "unknown"  # the code version of a result written before hashes were recorded
 STALE_MARK = " *(stale)*"
-# In a section module, the line that starts its report code (not part of the code hash).
-REPORT_MARKER = re.compile(r"(?m)^# -+ report\b.*$")
 
 
 @dataclass(frozen=True)
@@ -79,168 +71,6 @@ class Options:
         if self.results is not None:
             return Path(self.results).resolve()
         return ROOT / "benchmarks" / ("out/quick" if self.quick else "results")
-
-
-# ---------------------------------------------------------------------------- code version
-def package_files() -> List[Path]:
-    """The plugin's sources and its default yaml (both change what a run computes)."""
-    return sorted(
-        p
-        for p in PACKAGE.rglob("*")
-        if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts
-    )
-
-
-# The files of one model: its module in models/ and what it imports there, and its yaml.
-MODELS_DIR = "recbole_diffrec/models/"
-MODEL_YAML_DIR = "recbole_diffrec/properties/model/"
-MODEL_REGISTRY = "recbole_diffrec/registry.py"
-# Mixed into a model-scoped hash, so that it never equals a whole-package one.
-MODEL_SCOPED = "code hash scoped by model"
-
-
-def package_imports(path: str, source: bytes, names: Set[str]) -> Set[str]:
-    """The files of ``names`` (root-relative paths) that the module at ``path`` imports,
-    anywhere in its body (relative and absolute imports)."""
-
-    def file_of(dotted: str) -> Optional[str]:
-        base = dotted.replace(".", "/")
-        return next(
-            (f for f in (f"{base}.py", f"{base}/__init__.py") if f in names), None
-        )
-
-    package = path.rsplit("/", 1)[0].split("/")
-    found = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            parts = package[: len(package) - node.level + 1] if node.level else []
-            base = ".".join(parts + ([node.module] if node.module else []))
-            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        else:
-            continue
-        found.update(f for f in map(file_of, targets) if f is not None)
-    return found
-
-
-def model_scoped_files(sources: Mapping[str, bytes], model: Optional[str]) -> List[str]:
-    """Of the package files ``sources`` (root-relative path -> content), those a run of
-    ``model`` depends on: everything outside ``models/`` and the model yaml, the files of
-    ``models/`` that the rest of the package imports (checks, say), and the model's own:
-    its module (found through the registry's imports), what that imports within
-    ``models/``, and the yaml of the classes defined there or named in them. A RecBole
-    model (or None) gets no plugin model's files. So editing one model's module leaves
-    the other models' results current, while a change to shared code (the diffusion
-    core, the trainer, the registry) still reaches all of them."""
-    names = set(sources)
-    imports = {
-        p: package_imports(p, sources[p], names) for p in names if p.endswith(".py")
-    }
-
-    def in_models(path: str) -> bool:
-        return path.startswith(MODELS_DIR) and not path.endswith("/__init__.py")
-
-    def within_models(starts: Iterable[str]) -> Set[str]:
-        seen, todo = set(), [p for p in starts if in_models(p)]
-        while todo:
-            path = todo.pop()
-            if path not in seen:
-                seen.add(path)
-                todo.extend(p for p in imports.get(path, ()) if in_models(p))
-        return seen
-
-    outside = [
-        p for p in names if not in_models(p) and not p.startswith(MODEL_YAML_DIR)
-    ]
-    shared = within_models(
-        q
-        for p in outside
-        if p.endswith(".py") and p != MODEL_REGISTRY
-        for q in imports[p]
-    )
-    own: Set[str] = set()
-    if model and MODEL_REGISTRY in names:
-        for node in ast.walk(ast.parse(sources[MODEL_REGISTRY])):
-            if isinstance(node, ast.ImportFrom) and model in (
-                a.asname or a.name for a in node.names
-            ):
-                line = ast.unparse(node).encode()  # "from .models.x import Model"
-                own = within_models(package_imports(MODEL_REGISTRY, line, names))
-    yaml_names = set()
-    for path in own:
-        tree = ast.parse(sources[path])
-        yaml_names.update(
-            f"{n.name}.yaml" for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
-        )
-        yaml_names.update(
-            n.value
-            for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str)
-        )
-    yaml = {p for p in names if p.startswith(MODEL_YAML_DIR)} & {
-        MODEL_YAML_DIR + y for y in yaml_names
-    }
-    return sorted(set(outside) | shared | own | yaml, key=Path)
-
-
-def digest(named: Iterable[Tuple[str, bytes]], texts: Iterable[str] = ()) -> str:
-    """The hash of files given as (path relative to the root, content), then texts."""
-    sha = hashlib.sha1()
-    for name, content in named:
-        sha.update(name.encode() + b"\0")
-        sha.update(content + b"\0")
-    for text in texts:
-        sha.update(text.encode() + b"\0")
-    return sha.hexdigest()[:12]
-
-
-def parts_hash(
-    package: Mapping[str, bytes],
-    shared: Iterable[Tuple[str, bytes]],
-    worker_text: str,
-    model: Optional[str] = None,
-    by_model: bool = False,
-) -> str:
-    """A code hash from its parts (root-relative path -> content for the package, the
-    workers' shared helpers, the worker's module above its report marker): over the
-    whole package, or with ``by_model`` over what :func:`model_scoped_files` gives for
-    ``model``. The suite hashes the checkout with it, ``benchmarks.oldcode`` a commit.
-    """
-    if by_model:
-        kept, texts = model_scoped_files(package, model), [worker_text, MODEL_SCOPED]
-    else:
-        kept, texts = sorted(package, key=Path), [worker_text]
-    return digest([*((p, package[p]) for p in kept), *shared], texts)
-
-
-def checkout_parts() -> Tuple[Dict[str, bytes], List[Tuple[str, bytes]]]:
-    """This checkout's package sources and shared worker helpers, as ``parts_hash``
-    takes them."""
-    package = {os.path.relpath(p, ROOT): p.read_bytes() for p in package_files()}
-    shared = [(os.path.relpath(p, ROOT), p.read_bytes()) for p in SHARED_WORKER_CODE]
-    return package, shared
-
-
-def worker_source(worker: Callable) -> str:
-    """The worker's module down to its report marker (a line ``# ---- report``)."""
-    source = inspect.getsource(sys.modules[worker.__module__])
-    return REPORT_MARKER.split(source, maxsplit=1)[0]
-
-
-def worker_code_hash(worker: Callable) -> str:
-    """The code a section's runs depend on: ``recbole_diffrec`` (sources and yaml), the
-    workers' shared helpers, and the worker's module down to its report marker: editing
-    how a section is reported must not mark its results stale, and everything above the
-    marker may feed the runs, so it counts."""
-    return parts_hash(*checkout_parts(), worker_source(worker))
-
-
-def model_code_hash(worker: Callable, model: Optional[str]) -> str:
-    """As :func:`worker_code_hash`, with only the part of the package that
-    :func:`model_scoped_files` gives for ``model`` (for sections whose every job names
-    the one model it runs)."""
-    return parts_hash(*checkout_parts(), worker_source(worker), model, by_model=True)
 
 
 # ---------------------------------------------------------------------------- cache keys
@@ -356,7 +186,7 @@ class Runner:
 
     def code_version(self, job: Dict[str, Any]) -> str:
         """The hash of the code ``job``'s run depends on: its section's worker code and
-        the package as seen by the job's ``model`` (runner.model_scoped_files)."""
+        the package as seen by the job's ``model`` (codeversion.model_scoped_files)."""
         section = job["section"]
         if section in self._code:
             return self._code[section]

@@ -23,7 +23,7 @@ numbers mean nothing anyway. A run whose result exists is skipped, so an interru
 resumes where it stopped. Several suite processes may share the work (e.g. two with
 OMP_NUM_THREADS=1 on a 2-core machine): a run being done by a live process is locked and
 skipped by the others. Each result records the hash of the code it was computed with
-(benchmarks/runner.py); one from other code is reported, marked stale, and rerun only with
+(benchmarks/codeversion.py); one from other code is reported, marked stale, and rerun only with
 --refresh-stale. With --cached-only nothing runs. After a code change that should not
 change a section's numbers (a refactoring, a feature behind a new key), --revalidate reruns
 one witness run per group (for the tuned section: each model's first seed) and, where its

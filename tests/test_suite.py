@@ -23,9 +23,8 @@ from benchmarks.runner import (  # noqa: E402
     cache_key,
     claim,
     job_stem,
-    model_scoped_files,
-    worker_code_hash,
 )
+from benchmarks.codeversion import model_scoped_files, worker_code_hash  # noqa: E402
 from benchmarks.sections import Section, registry  # noqa: E402
 from benchmarks.selection import kept_validation  # noqa: E402
 from benchmarks.spec import load_spec  # noqa: E402
@@ -209,7 +208,7 @@ def test_a_models_code_hash_covers_its_own_files_and_the_shared_ones_only():
 
 
 def test_the_real_packages_model_scopes():
-    from benchmarks.runner import ROOT as root, package_files
+    from benchmarks.codeversion import ROOT as root, package_files
 
     sources = {os.path.relpath(p, root): p.read_bytes() for p in package_files()}
     models = "recbole_diffrec/models/"

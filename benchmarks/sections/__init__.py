@@ -5,7 +5,7 @@ functions and a ``SECTION`` entry (plus its settings in the experiment yaml, or 
 ``spec_file`` of its own). The registry finds it; ``--sections`` offers it; its place in
 ``RESULTS.md`` is its ``order``. Put the report code after a line
 ``# ---- report`` (any number of dashes): the module above that line is part of the
-hash of the code its results depend on (benchmarks/runner.py), the report code is not.
+hash of the code its results depend on (benchmarks/codeversion.py), the report code is not.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, List, Mapping, Optional, Tuple
 
-from ..runner import Runner, model_code_hash, worker_code_hash
+from ..codeversion import model_code_hash, worker_code_hash
+from ..runner import Runner
 
 Job = Dict[str, Any]
 
@@ -47,7 +48,7 @@ class Section:
       ``Runner.vouch_by_record``).
     - ``hash_by_model``: every job names the one model it runs (``job["model"]``), and
       its code hash covers only the part of the package that model uses
-      (``runner.model_scoped_files``): editing one model leaves the others' results
+      (``codeversion.model_scoped_files``): editing one model leaves the others' results
       current and their searches running. Otherwise the whole package counts.
     - ``unfinished(runner, job)``: for a job not done with this checkout's code, the
       code version of an interrupted run of it by older code that can resume (a Tune
