@@ -104,7 +104,8 @@ def awaiting_record_line(runner: Runner, listed: Dict[str, Any]) -> str:
         "`python -m benchmarks.suite --revalidate --sections tuned` reruns best.yaml "
         "with this code and keeps the search if it gives the best trial's recorded "
         "test metrics and validation score (a rerun longer than a session resumes in "
-        "the next); only if it does not must the search be redone.\n"
+        "the next if it gets the same machine, from the training state there; on a new "
+        "machine it starts over); only if it does not must the search be redone.\n"
     )
 
 
