@@ -457,8 +457,9 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
             named = [m + progress(runner, listed, (dataset, m)) for m in missing]
             parts.append(
                 f"\nPending on {dataset}: {', '.join(named)} "
-                "(`python -m benchmarks.suite --sections tuned` runs them; what they "
-                "cost on this CPU: [compute_plan.md](compute_plan.md)).\n"
+                "(`python -m benchmarks.suite --sections tuned` runs them, "
+                f"`... --only {dataset}-MODEL` one of them; what they cost on this CPU: "
+                "[compute_plan.md](compute_plan.md)).\n"
             )
     if collected:
         figure(collected, diffusion, figures / "tuned.png")
