@@ -30,6 +30,7 @@ from typing import (
     List,
     Mapping,
     Optional,
+    Set,
     Tuple,
 )
 
@@ -168,6 +169,9 @@ class Runner:
         ] = None
         # Results read for the report -> (their code version, this checkout's for them).
         self.shown: Dict[Path, Tuple[str, str]] = {}
+        self.listed: Set[str] = (
+            set()
+        )  # names of the jobs listed to run (``--only``'s check)
 
     @property
     def results_dir(self) -> Path:
@@ -255,9 +259,17 @@ class Runner:
         name = job.get("name", "")
         return not self.options.only or any(fnmatch(name, p) for p in self.options.only)
 
+    def unmatched_only(self) -> List[str]:
+        """The ``--only`` patterns that match no job listed so far (a misspelt name
+        would otherwise run nothing without a word)."""
+        return [
+            p for p in self.options.only if not any(fnmatch(n, p) for n in self.listed)
+        ]
+
     def execute(self, jobs: List[Dict[str, Any]], label: str) -> None:
         """Run the jobs not cached yet (and the stale ones with ``refresh_stale``), each
         under a lock so that several suite processes can share the work."""
+        self.listed.update(j.get("name", "") for j in jobs)
         if self.options.cached_only:
             return
         from tqdm import tqdm

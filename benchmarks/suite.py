@@ -247,6 +247,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     parts = build_parts(runner, sections, args.sections, figures)
+    unmatched = runner.unmatched_only()
+    if unmatched:
+        raise SystemExit(
+            f"--only {' '.join(unmatched)}: no job of the sections "
+            f"{', '.join(args.sections)} has such a name; theirs: "
+            f"{', '.join(sorted(runner.listed))}"
+        )
     given = sys.argv[1:] if argv is None else argv
     command = "python -m benchmarks.suite" + "".join(
         f" {shlex.quote(a)}" for a in given

@@ -519,14 +519,24 @@ def test_only_runs_the_named_jobs_and_leaves_the_others_pending(tmp_path):
         )
         runner.calls = []
         listed = named_jobs(runner, {})
+        assert runner.unmatched_only() == [p for p in only if p == "nope"]
         return runner.calls, [runner.cached(j) for j in listed]
 
-    assert run("ds-B") == ([2], [False, True, False])
+    assert run("ds-B", "nope") == ([2], [False, True, False])
     assert run("*-A") == ([1, 3], [True, True, True])
     assert run("*") == ([], [True, True, True])  # all done: nothing reruns
     assert suite.parse(["--only", "ds-A", "x-*"], ["toy"]).only == ["ds-A", "x-*"]
     with pytest.raises(SystemExit):
         suite.parse(["--only", "ds-A", "--cached-only"], ["toy"])
+
+
+def test_only_with_a_name_no_job_has_stops_with_the_names_there_are(tmp_path):
+    with pytest.raises(SystemExit, match="nope-EASE: no job .* quick-synth-EASE"):
+        suite.main(
+            ["--quick", "--results", str(tmp_path), "--sections", "tuned"]
+            + ["--only", "nope-EASE"]
+        )
+    assert not (tmp_path / "RESULTS.md").exists()  # nothing rewritten
 
 
 def test_the_suite_refuses_to_run_as_a_script_and_conflicting_flags():
