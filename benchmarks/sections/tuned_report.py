@@ -177,6 +177,24 @@ def carried_line(runner: Runner, jobs: List[Dict[str, Any]]) -> str:
     return text + "\n"
 
 
+def space_edits_line(runner: Runner, listed: Dict[str, Any]) -> str:
+    """Says which shown searches were kept through an edit of their space file that
+    changed nothing they use (``python -m benchmarks.space_edits``)."""
+    names = sorted(
+        search["name"]
+        for search in listed["searches"].values()
+        if runner.cached(search) and runner.read(search).get("space_edits")
+    )
+    if not names:
+        return ""
+    return (
+        "\nKept through an edit of their space file's comments or layout (the file parses "
+        "to the same space, in the same order, and the same tune options as the text "
+        "they ran with; `python -m benchmarks.space_edits`), under the new text's key: "
+        f"{', '.join(names)}.\n"
+    )
+
+
 def progress(runner: Runner, listed: Dict[str, Any], key: Tuple[str, str]) -> str:
     """How far a pending model has got, as text to put after its name: its seeds done
     once its search is, or the trials done of a search under way in this machine's Tune
@@ -465,6 +483,7 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         figure(collected, diffusion, figures / "tuned.png")
         parts.append("\n![tuned](figures/tuned.png)\n")
     parts.append(carried_line(runner, everything))
+    parts.append(space_edits_line(runner, listed))
     parts.append(runner.stale_line(everything))
     parts.append(awaiting_record_line(runner, listed))
     return "".join(parts)
