@@ -118,3 +118,23 @@ def test_the_report_names_the_searches_kept_through_an_edit():
     assert line.strip().endswith("under the new text's key: a-MultiVAE.")
     del stored["a-MultiVAE"]["space_edits"]
     assert space_edits_line(Stored(), listed) == ""
+
+
+def test_the_report_marks_settings_chosen_at_an_edge_of_their_range():
+    from benchmarks.sections.tuned_report import at_edge, setting_text
+
+    space = (
+        "space:\n"
+        "  a: {choice: [1, 2, 3]}\n"
+        "  b: {choice: [64, 128]}\n"
+        "  c: {loguniform: [1.0e-4, 1.0]}\n"
+        "  d: {uniform: [0.0, 1.0]}\n"
+        "  e: {quniform: [0.1, 0.5, 0.1]}\n"
+        "  f: {choice: [x, y, z]}\n"
+    )
+    # c = 1.5e-4 sits 4.4% up its log range; two choices have no inside, names no order.
+    chosen = {"a": 3, "b": 128, "c": 1.5e-4, "d": 0.5, "e": 0.1, "f": "z"}
+    assert at_edge(space, chosen) == ["a", "c", "e"]
+    inside = {"a": 2, "b": 64, "c": 1.0e-3, "d": 0.97, "e": 0.30000000000000004}
+    assert at_edge(space, inside) == ["d"]
+    assert setting_text({"a": 3, "d": 0.5}, ["a"]) == "a=3†, d=0.5"

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..report import save_figure
 from ..runner import ROOT, Runner
+from ..space_edits import parsed
 from ..stats import align_users, holm, mean_ci, paired_pvalue
 from .accuracy import METRICS
 from .tuned_folders import (
@@ -302,11 +303,50 @@ def p_cell(p: Optional[float]) -> str:
     return "<1e-4" if p < 1e-4 else f"{p:.4f}"
 
 
-def setting_text(settings: Dict[str, Any]) -> str:
+# A continuous setting drawn within this share of its range (of its log range for a
+# loguniform one) of a bound counts as chosen at the range's edge.
+EDGE_SHARE = 0.05
+
+
+def at_edge(space_text: str, settings: Dict[str, Any]) -> List[str]:
+    """The settings a search chose at an edge of the space it ran with (``space_text``):
+    the lowest or highest of three or more numeric values (a choice, or a quniform's
+    steps), or a continuous draw within ``EDGE_SHARE`` of a bound. A skeptic's question:
+    would a wider range have done better?"""
+    space, _ = parsed(space_text)
+    edges = []
+    for key, (dist, args) in space:
+        value = settings.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if dist in ("choice", "grid"):
+            numbers = [a for a in args if isinstance(a, (int, float))]
+            if len(numbers) >= 3 and value in (min(numbers), max(numbers)):
+                edges.append(key)
+        elif dist == "quniform":
+            low, high, step = args
+            if (high - low) / step >= 2 and min(value - low, high - value) < step / 2:
+                edges.append(key)
+        elif dist in ("uniform", "loguniform"):
+            low, high = args
+            if dist == "loguniform":
+                value, low, high = np.log(value), np.log(low), np.log(high)
+            share = (value - low) / (high - low)
+            if min(share, 1 - share) < EDGE_SHARE:
+                edges.append(key)
+    return edges
+
+
+def setting_text(settings: Dict[str, Any], edges: Sequence[str] = ()) -> str:
+    """The chosen setting, ``†`` after each value at an edge of its range."""
+
     def short(v: Any) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    return ", ".join(f"{k}={short(v)}" for k, v in sorted(settings.items()))
+    return ", ".join(
+        f"{k}={short(v)}" + ("†" if k in edges else "")
+        for k, v in sorted(settings.items())
+    )
 
 
 def rerun_text(entry: Dict[str, Any]) -> str:
@@ -352,8 +392,11 @@ def table(
             cells.append(f"**{text}**" if winners[m] == name else text)
         family = "diffusion" if name in diffusion else "other"
         label = name + (" *(family best)*" if name in bests else "")
+        search = entry["search"]
+        edges = at_edge(search["job"]["space"], search["best_settings"])
+        chosen = setting_text(search["best_settings"], edges)
         lines.append(
-            f"| {label} | {family} | {setting_text(entry['search']['best_settings'])} | "
+            f"| {label} | {family} | {chosen} | "
             f"{len(entry['search']['trials'])} | {len(results)} | "
             + " | ".join(cells)
             + f" | {p_cell(adjusted.get((dataset, name)))} | "
@@ -444,6 +487,9 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         "of the other family, Holm-corrected across every p-value in these tables. Family "
         "bests are chosen by mean validation Recall@20, never by test. Diffusion family: "
         f"{', '.join(diffusion)}; everything else (BSPM included) is the other family. "
+        "*†*: chosen at an edge of its range (the lowest or highest of three or more "
+        f"values, or within {EDGE_SHARE:.0%} of a continuous range's bound): a wider range "
+        "might choose differently. "
         "*best.yaml reruns*: the search's best.yaml, run as it is, gives the chosen "
         "trial's test numbers to the 4th decimal. *s / epoch*: for a training-free model, "
         "its one pass (fits in EASE and ItemKNN, none in the graph filters, which filter when "
