@@ -138,3 +138,12 @@ def test_the_report_marks_settings_chosen_at_an_edge_of_their_range():
     inside = {"a": 2, "b": 64, "c": 1.0e-3, "d": 0.97, "e": 0.30000000000000004}
     assert at_edge(space, inside) == ["d"]
     assert setting_text({"a": 3, "d": 0.5}, ["a"]) == "a=3†, d=0.5"
+
+
+def test_the_trials_column_counts_the_draws_a_model_refused():
+    from benchmarks.sections.tuned_report import trials_text
+
+    trials = [{"status": "finished"}] * 14 + [{"status": "stopped by scheduler"}]
+    assert trials_text(trials) == "15"
+    refused = {"status": "invalid: noise_min: got 0.005 with noise_max=0.005"}
+    assert trials_text(trials + [refused]) == "16 (1 invalid)"

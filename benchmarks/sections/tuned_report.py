@@ -349,6 +349,13 @@ def setting_text(settings: Dict[str, Any], edges: Sequence[str] = ()) -> str:
     )
 
 
+def trials_text(trials: List[Dict[str, Any]]) -> str:
+    """How many trials the search ran, and how many of them drew a combination the model
+    refuses (noise_min >= noise_max, say): those count against the budget unscored."""
+    invalid = sum(str(t.get("status", "")).startswith("invalid") for t in trials)
+    return f"{len(trials)} ({invalid} invalid)" if invalid else str(len(trials))
+
+
 def rerun_text(entry: Dict[str, Any]) -> str:
     """Whether best.yaml reran to the chosen trial's test numbers (4th decimal)."""
     rerun, trial = entry["rerun"], entry["search"]["best_trial_test"]
@@ -397,7 +404,7 @@ def table(
         chosen = setting_text(search["best_settings"], edges)
         lines.append(
             f"| {label} | {family} | {chosen} | "
-            f"{len(entry['search']['trials'])} | {len(results)} | "
+            f"{trials_text(entry['search']['trials'])} | {len(results)} | "
             + " | ".join(cells)
             + f" | {p_cell(adjusted.get((dataset, name)))} | "
             f"{np.mean([r['epoch_seconds'] for r in results]):.2f} | "
@@ -487,6 +494,8 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         "of the other family, Holm-corrected across every p-value in these tables. Family "
         "bests are chosen by mean validation Recall@20, never by test. Diffusion family: "
         f"{', '.join(diffusion)}; everything else (BSPM included) is the other family. "
+        "*trials*: draws run, with those that drew a combination the model refuses "
+        "(noise_min ≥ noise_max), which use up a draw unscored. "
         "*†*: chosen at an edge of its range (the lowest or highest of three or more "
         f"values, or within {EDGE_SHARE:.0%} of a continuous range's bound): a wider range "
         "might choose differently. "
