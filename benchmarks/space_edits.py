@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from .runner import ROOT, companions, job_digest, job_stem, write_atomically
+from .sections.tuned_folders import SNAPSHOT_SUFFIX
 
 # <dataset>-<model>-<job digest>-<code version>, a Tune folder's or snapshot's name.
 SEARCH_FOLDER = re.compile(
