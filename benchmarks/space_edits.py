@@ -38,7 +38,6 @@ from .sections.tuned_folders import SNAPSHOT_SUFFIX
 SEARCH_FOLDER = re.compile(
     r"^(?P<name>.+)-(?P<digest>[0-9a-f]{10})-(?P<code>[0-9a-f]{12})$"
 )
-SNAPSHOT_SUFFIX = ".tar.gz"
 
 
 def space_file(model: str) -> Path:
