@@ -72,11 +72,13 @@ def stored_searches(tuned: Path, model: str) -> List[Tuple[Path, Dict[str, Any]]
 
 def in_progress(tuned: Path, model: str) -> List[Path]:
     """Tune folders and snapshots of ``model``'s searches with no result of their job
-    (of any code version)."""
-    done = {
-        (result["job"]["name"], job_digest(result["job"]))
-        for _, result in stored_searches(tuned, model)
-    }
+    (of any code version, under its current key or one it was carried from)."""
+    done = set()
+    for _, result in stored_searches(tuned, model):
+        # A carried search's Tune folder keeps the name of its job before the edit.
+        digests = [job_digest(result["job"])]
+        digests += [r["from_digest"] for r in result.get("space_edits", [])]
+        done.update((result["job"]["name"], digest) for digest in digests)
     entries = [p for p in (tuned / "tune").glob(f"*-{model}-*") if p.is_dir()]
     entries += list((tuned / "snapshots").glob(f"*-{model}-*{SNAPSHOT_SUFFIX}"))
     running = []

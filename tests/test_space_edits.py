@@ -53,7 +53,12 @@ def test_a_comment_edit_carries_the_search_to_the_new_key(tmp_path):
     assert (
         result["best_settings"] == {"anneal_cap": 0.2} and result["code_hash"] == CODE
     )
-    # Run again: nothing left to carry.
+    # Run again: nothing left to carry, and the search's Tune folder, which keeps the
+    # name of its key before the edit, is not taken for a search in progress.
+    finished = (
+        tmp_path / "tuned" / "tune" / f"ds-MultiVAE-{record['from_digest']}-{CODE}"
+    )
+    finished.mkdir(parents=True)
     assert carry("MultiVAE", tmp_path) == [
         "ds-MultiVAE: already keyed by the current text"
     ]
