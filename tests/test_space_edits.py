@@ -142,6 +142,8 @@ def test_the_report_marks_settings_chosen_at_an_edge_of_their_range():
     assert at_edge(space, chosen) == ["a", "c", "e"]
     inside = {"a": 2, "b": 64, "c": 1.0e-3, "d": 0.97, "e": 0.30000000000000004}
     assert at_edge(space, inside) == ["d"]
+    # d's range starts at 0, where its term is off: its low end is no edge to widen.
+    assert at_edge(space, {**inside, "d": 0.01}) == []
     assert setting_text({"a": 3, "d": 0.5}, ["a"]) == "a=3†, d=0.5"
 
 

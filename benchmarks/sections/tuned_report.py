@@ -311,8 +311,9 @@ EDGE_SHARE = 0.05
 def at_edge(space_text: str, settings: Dict[str, Any]) -> List[str]:
     """The settings a search chose at an edge of the space it ran with (``space_text``):
     the lowest or highest of three or more numeric values (a choice, or a quniform's
-    steps), or a continuous draw within ``EDGE_SHARE`` of a bound. A skeptic's question:
-    would a wider range have done better?"""
+    steps), or a continuous draw within ``EDGE_SHARE`` of a bound (but for a uniform
+    range's bound at 0, past which there is nothing to try). A skeptic's question: would a
+    wider range have done better?"""
     space, _ = parsed(space_text)
     edges = []
     for key, (dist, args) in space:
@@ -329,10 +330,12 @@ def at_edge(space_text: str, settings: Dict[str, Any]) -> List[str]:
                 edges.append(key)
         elif dist in ("uniform", "loguniform"):
             low, high = args
+            # A uniform range from 0 ends where its term is off: nothing lies below.
+            floor = dist == "uniform" and low == 0
             if dist == "loguniform":
                 value, low, high = np.log(value), np.log(low), np.log(high)
             share = (value - low) / (high - low)
-            if min(share, 1 - share) < EDGE_SHARE:
+            if 1 - share < EDGE_SHARE or (share < EDGE_SHARE and not floor):
                 edges.append(key)
     return edges
 
@@ -497,8 +500,8 @@ def render(runner: Runner, listed: Dict[str, Any], figures: Path) -> str:
         "*trials*: draws run, with those that drew a combination the model refuses "
         "(noise_min ≥ noise_max), which use up a draw unscored. "
         "*†*: chosen at an edge of its range (the lowest or highest of three or more "
-        f"values, or within {EDGE_SHARE:.0%} of a continuous range's bound): a wider range "
-        "might choose differently. "
+        f"values, or within {EDGE_SHARE:.0%} of a continuous range's bound other than 0): "
+        "a wider range might choose differently. "
         "*best.yaml reruns*: the search's best.yaml, run as it is, gives the chosen "
         "trial's test numbers to the 4th decimal. *s / epoch*: for a training-free model, "
         "its one pass (fits in EASE and ItemKNN, none in the graph filters, which filter when "
