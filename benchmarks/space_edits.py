@@ -28,6 +28,7 @@ import argparse
 import json
 import re
 import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -44,9 +45,13 @@ def space_file(model: str) -> Path:
     return ROOT / "properties" / "hyper" / f"{model}.yaml"
 
 
-def parsed(text: str) -> Tuple[List[Tuple[str, Any]], Dict[str, Any]]:
+@lru_cache(maxsize=None)
+def parsed(text: str) -> Tuple[Tuple[Tuple[str, Any], ...], Dict[str, Any]]:
     """What a search uses of a space file's text: its space, in order, and its tune
-    options (defaults filled in)."""
+    options (defaults filled in). Read through a temporary file because the plugin's
+    reader takes a path (changing it would change every tuned code hash); cached, since
+    the report asks once per table row for the same few texts. Callers must not mutate
+    what it returns."""
     from recbole_diffrec.tune.space import load_search_space
 
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
@@ -55,7 +60,7 @@ def parsed(text: str) -> Tuple[List[Tuple[str, Any]], Dict[str, Any]]:
         spec = load_search_space(handle.name)
     finally:
         Path(handle.name).unlink()
-    return list(spec.space.items()), spec.options
+    return tuple(spec.space.items()), spec.options
 
 
 def stored_searches(tuned: Path, model: str) -> List[Tuple[Path, Dict[str, Any]]]:
